@@ -1,0 +1,150 @@
+"""The `kiln` command line: config checks and lab machines (more verbs join as they land).
+
+Exit codes: 0 success, 1 the work failed, 2 bad input or an unusable
+environment (reported before anything changed).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from kiln.config import Cluster
+from kiln.errors import KilnError, UsageError
+from kiln.stack import ConfigError, check_key_files, load_stack
+
+app = typer.Typer(
+    help="Kiln: provision GPU/RDMA clusters as code, then certify them.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Stack configuration.", no_args_is_help=True)
+lab_app = typer.Typer(help="Real local machines for the lab provider.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(lab_app, name="lab")
+
+out = Console()
+err = Console(stderr=True, soft_wrap=True)
+
+StackOpt = Annotated[
+    str, typer.Option("--stack", "-s", help="Stack name: stacks/Pulumi.<stack>.yaml")
+]
+StacksDirOpt = Annotated[
+    Path | None, typer.Option("--stacks-dir", help="Directory of stack files (default: ./stacks)")
+]
+
+F = TypeVar("F", bound=Callable[..., None])
+
+
+def reports_errors(func: F) -> F:
+    """Turn Kiln's errors into one clear line each and the right exit code, no traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+        try:
+            return func(*args, **kwargs)
+        except ConfigError as exc:
+            err.print(f"[bold red]error:[/] {exc.source}: {len(exc.problems)} problem(s)")
+            for problem in exc.problems:
+                err.print(f"  {problem}", markup=False, highlight=False)
+            raise typer.Exit(2) from None
+        except UsageError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(2) from None
+        except KilnError as exc:
+            err.print(f"[bold red]failed:[/] {exc}", highlight=False)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _load(stack: str, stacks_dir: Path | None) -> Cluster:
+    cluster = load_stack(stack, stacks_dir)
+    problems = check_key_files(cluster)
+    if problems:
+        raise ConfigError(f"stack {stack}", problems)
+    return cluster
+
+
+@config_app.command("check")
+@reports_errors
+def config_check(stack: StackOpt, stacks_dir: StacksDirOpt = None) -> None:
+    """Validate a stack file; list every problem with its key path."""
+    cluster = _load(stack, stacks_dir)
+    table = Table(title=f"stack {stack}: cluster {cluster.name} is valid")
+    for column in ("pool", "provider", "hosts", "gpu", "rdma"):
+        table.add_column(column)
+    for pool in cluster.node_pools:
+        gpu = f"{pool.gpu.per_node}x {pool.gpu.model}" if pool.gpu else "-"
+        table.add_row(pool.name, pool.provider, str(len(pool.hosts)), gpu, pool.rdma.fabric)
+    out.print(table)
+
+
+def _lab(stack: str, stacks_dir: Path | None):  # noqa: ANN202 - import kept lazy
+    # Imported here so `kiln config check` works on hosts without lab tooling.
+    from kiln.lab.lab import Lab
+
+    return Lab(_load(stack, stacks_dir))
+
+
+def _node_table(title: str, nodes) -> Table:  # noqa: ANN001
+    table = Table(title=title)
+    for column in ("node", "address", "roles", "netns", "running", "ssh", "systemd"):
+        table.add_column(column)
+    yes_no = {True: "[green]yes[/]", False: "[red]no[/]"}
+    for n in nodes:
+        table.add_row(
+            n.name,
+            n.address,
+            ",".join(n.roles),
+            yes_no[n.netns],
+            yes_no[n.running],
+            yes_no[n.ssh],
+            n.systemd,
+        )
+    return table
+
+
+@lab_app.command("up")
+@reports_errors
+def lab_up(stack: StackOpt = "lab", stacks_dir: StacksDirOpt = None) -> None:
+    """Create and boot missing lab machines, wait until SSH works (idempotent)."""
+    lab = _lab(stack, stacks_dir)
+    with out.status("lab up") as status:
+        outcome = lab.up(report=lambda message: status.update(message))
+    out.print(_node_table(f"lab {lab.settings.id} ({lab.settings.subnet})", outcome.nodes))
+    if outcome.changed:
+        out.print(f"{len(outcome.changes)} change(s): " + "; ".join(outcome.changes))
+    else:
+        out.print("lab already up: nothing changed")
+
+
+@lab_app.command("status")
+@reports_errors
+def lab_status(stack: StackOpt = "lab", stacks_dir: StacksDirOpt = None) -> None:
+    """Show each lab machine: namespace, process, SSH and systemd state."""
+    lab = _lab(stack, stacks_dir)
+    nodes = lab.status()
+    out.print(_node_table(f"lab {lab.settings.id} ({lab.settings.subnet})", nodes))
+    if not all(n.ssh for n in nodes):
+        raise typer.Exit(1)
+
+
+@lab_app.command("down")
+@reports_errors
+def lab_down(stack: StackOpt = "lab", stacks_dir: StacksDirOpt = None) -> None:
+    """Remove the lab's machines, namespaces, bridge, NAT rules and mounts (idempotent)."""
+    lab = _lab(stack, stacks_dir)
+    lab.preflight_host()
+    with out.status("lab down") as status:
+        outcome = lab.down(report=lambda message: status.update(message))
+    if outcome.changed:
+        out.print(f"lab {lab.settings.id} removed: " + "; ".join(outcome.changes))
+    else:
+        out.print(f"lab {lab.settings.id}: nothing to remove")

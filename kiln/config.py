@@ -1,0 +1,229 @@
+"""The one typed model of a Kiln stack config.
+
+Every consumer (the `kiln` CLI, the Pulumi program, inventory generation) reads
+this model, never raw dicts. YAML keys are camelCase, as Pulumi stack files
+are; Python attributes are snake_case. Unknown keys are errors: a typo such as
+`nodepools` must not silently drop a whole pool.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+# RFC 1123 label: what a node can be called in DNS, Slurm and Kubernetes alike.
+_HOSTNAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_VERSION = re.compile(r"^\d+(\.\d+){1,3}(-\d+)?$")
+# Short tag that prefixes every kernel object of a lab (interface names are
+# limited to 15 characters, so it must stay short).
+_LAB_ID = re.compile(r"^[a-z][a-z0-9]{0,5}$")
+
+
+def _hostname(value: str) -> str:
+    if not _HOSTNAME.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid host name (lowercase letters, digits and '-', "
+            "at most 63 characters, not starting or ending with '-')"
+        )
+    return value
+
+
+def _version(value: str) -> str:
+    if not _VERSION.match(value):
+        raise ValueError(f"{value!r} is not a version like '550.127.08' or '2.21.5'")
+    return value
+
+
+Hostname = Annotated[str, AfterValidator(_hostname)]
+Version = Annotated[str, AfterValidator(_version)]
+
+
+class _Model(BaseModel):
+    """Base: camelCase keys in YAML, unknown keys rejected, immutable once loaded."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+
+class PulumiSecret(_Model):
+    """A value Pulumi encrypted in the stack file (`{secure: <ciphertext>}`).
+
+    Only the Pulumi engine can decrypt it; the CLI needs the clear value from
+    a file or the environment instead (see `SshSettings`).
+    """
+
+    secure: str
+
+
+Secret = SecretStr | PulumiSecret
+
+NodeRole = Literal["controller", "compute", "storage"]
+
+
+class Host(_Model):
+    """One machine of a pool."""
+
+    name: Hostname
+    address: ipaddress.IPv4Address | None = Field(
+        default=None, description="Required for static pools; lab pools assign one if absent."
+    )
+    roles: list[NodeRole] = Field(default_factory=lambda: ["compute"])
+
+
+class SshSettings(_Model):
+    """How Kiln reaches a pool's hosts. Lab pools ignore this: the lab owns its key."""
+
+    user: str = "root"
+    port: int = Field(default=22, ge=1, le=65535)
+    private_key_path: str | None = Field(
+        default=None, description="Path of an OpenSSH private key file (CLI use)."
+    )
+    private_key: Secret | None = Field(
+        default=None, description="The key itself, as a Pulumi secret (pulumi up)."
+    )
+    known_hosts: str | None = Field(
+        default=None, description="known_hosts lines or a file path; hosts are verified."
+    )
+
+
+class GpuSettings(_Model):
+    """What each node of a GPU pool carries, and the driver stack pinned for it."""
+
+    model: str = Field(min_length=1)
+    per_node: int = Field(ge=1, le=16)
+    driver: Version
+    cuda: Version | None = None
+    nccl: Version
+    fabric_manager: bool = Field(
+        default=False, description="NVSwitch systems (HGX 8-GPU) need nvidia-fabricmanager."
+    )
+
+
+class RdmaSettings(_Model):
+    """The RDMA fabric between nodes."""
+
+    fabric: Literal["infiniband", "roce", "none"] = "none"
+    hcas: list[str] = Field(default_factory=list)
+    mtu: Literal[256, 512, 1024, 2048, 4096] = 4096
+    required: bool = Field(
+        default=False, description="Fail provisioning when a host has no RDMA device."
+    )
+
+
+class NodePool(_Model):
+    """A set of reachable Linux hosts that share hardware and settings."""
+
+    name: Hostname
+    provider: Literal["static", "lab"]
+    hosts: list[Host] = Field(min_length=1)
+    ssh: SshSettings = Field(default_factory=SshSettings)
+    gpu: GpuSettings | None = None
+    rdma: RdmaSettings = Field(default_factory=RdmaSettings)
+
+
+class LabSettings(_Model):
+    """Where lab machines live on this Linux host."""
+
+    id: str = Field(default="lab", description="Short tag prefixing every kernel object.")
+    subnet: ipaddress.IPv4Network = ipaddress.IPv4Network("10.77.0.0/24")
+    suite: Literal["bookworm"] = "bookworm"
+    mirror: str | None = Field(
+        default=None, description="Debian mirror URL; default: the host's own apt source."
+    )
+
+    @field_validator("id")
+    @classmethod
+    def _short_id(cls, value: str) -> str:
+        if not _LAB_ID.match(value):
+            raise ValueError(
+                f"{value!r}: lab id must be 1-6 lowercase letters/digits starting with a letter"
+            )
+        return value
+
+    @field_validator("subnet")
+    @classmethod
+    def _private_slash24(cls, value: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
+        if value.prefixlen != 24 or not value.is_private:
+            raise ValueError(f"{value}: the lab needs a private /24 (e.g. 10.77.0.0/24)")
+        return value
+
+    @property
+    def gateway(self) -> ipaddress.IPv4Address:
+        """The bridge's address: the first host address of the subnet."""
+        return self.subnet.network_address + 1
+
+
+class StorageSettings(_Model):
+    """The shared filesystem every node mounts (datasets, the validation runtime)."""
+
+    kind: Literal["none", "nfs", "glusterfs"] = "none"
+    server: str | None = None
+    export: str | None = None
+    mount_point: str = "/shared"
+    options: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _server_for_network_fs(self) -> StorageSettings:
+        if self.kind == "nfs" and (not self.server or not self.export):
+            raise ValueError("nfs storage needs both 'server' and 'export'")
+        if not self.mount_point.startswith("/"):
+            raise ValueError(f"mountPoint {self.mount_point!r} must be an absolute path")
+        return self
+
+
+class MonitoringSettings(_Model):
+    """Metrics collection."""
+
+    prometheus: bool = True
+    node_exporter: bool = True
+    dcgm_exporter: bool = False
+    retention: str = Field(default="15d", pattern=r"^\d+[hdwy]$")
+
+
+class CertificationSettings(_Model):
+    """How a deployed cluster is certified."""
+
+    baseline: str | None = Field(default=None, description="Baseline file for the hardware.")
+    timeout_seconds: int = Field(default=120, ge=5, le=3600)
+
+
+class Cluster(_Model):
+    """The whole stack: `kiln:cluster` in `stacks/Pulumi.<env>.yaml`."""
+
+    name: Hostname
+    node_pools: list[NodePool] = Field(min_length=1)
+    lab: LabSettings | None = None
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
+    scheduler: Literal["slurm", "kubernetes"] = "slurm"
+    certification: CertificationSettings = Field(default_factory=CertificationSettings)
+
+    @property
+    def hosts(self) -> list[Host]:
+        """Every host of every pool, in file order."""
+        return [h for p in self.node_pools for h in p.hosts]
+
+    @property
+    def lab_pools(self) -> list[NodePool]:
+        return [p for p in self.node_pools if p.provider == "lab"]
+
+    @property
+    def lab_settings(self) -> LabSettings:
+        """The lab settings in force (defaults when the file has no `lab:` block)."""
+        return self.lab or LabSettings()

@@ -1,0 +1,78 @@
+"""SSH to cluster hosts with paramiko; host keys are always verified."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+
+from kiln.errors import KilnError
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """Where and how to log in to one host."""
+
+    name: str
+    address: str
+    user: str
+    key_file: Path
+    known_hosts: Path
+    port: int = 22
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def connect(target: SshTarget, timeout: float = 10) -> paramiko.SSHClient:
+    """An authenticated client; an unknown or changed host key is refused, never accepted."""
+    client = paramiko.SSHClient()
+    client.load_host_keys(str(target.known_hosts))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    try:
+        client.connect(
+            target.address,
+            port=target.port,
+            username=target.user,
+            key_filename=str(target.key_file),
+            timeout=timeout,
+            banner_timeout=timeout,
+            auth_timeout=timeout,
+            allow_agent=False,
+            look_for_keys=False,
+        )
+    except (OSError, paramiko.SSHException) as exc:
+        client.close()
+        raise KilnError(f"{target.name} ({target.address}): SSH failed: {exc}") from None
+    return client
+
+
+def run(client: paramiko.SSHClient, command: str, timeout: float = 60) -> CommandResult:
+    """Run a command, bounded in time: a stuck host is an error, not a hang."""
+    try:
+        _, stdout, stderr = client.exec_command(command, timeout=timeout)
+        out = stdout.read().decode(errors="replace")
+        err = stderr.read().decode(errors="replace")
+        code = stdout.channel.recv_exit_status()
+    except (TimeoutError, OSError, paramiko.SSHException) as exc:
+        raise KilnError(f"{command!r}: no answer within {timeout:.0f} s ({exc})") from None
+    return CommandResult(code, out, err)
+
+
+def wait_until_reachable(target: SshTarget, deadline_s: float) -> paramiko.SSHClient:
+    """Retry until sshd answers and lets us in, or raise after `deadline_s`."""
+    deadline = time.monotonic() + deadline_s
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            return connect(target, timeout=5)
+        except KilnError as exc:
+            last = str(exc)
+            time.sleep(0.5)
+    raise KilnError(f"{target.name}: not reachable over SSH after {deadline_s:.0f} s: {last}")

@@ -1,0 +1,250 @@
+"""Load a stack config into the `kiln.config.Cluster` model, or explain every problem.
+
+Two sources feed the same model: `stacks/Pulumi.<stack>.yaml` files (the CLI)
+and the Pulumi engine's config (the program). Both go through `cluster_from_keys`
+so they can never disagree on what a valid stack is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from kiln.config import Cluster, Host, LabSettings
+
+KEY_PREFIX = "kiln:"
+# Top-level keys Pulumi itself writes into stack files; anything else is a typo.
+_PULUMI_STACK_KEYS = {"config", "secretsprovider", "encryptedkey", "encryptionsalt", "environment"}
+# The only `kiln:*` config keys; an unknown one is an error, not ignored.
+_KILN_KEYS = {"cluster"}
+# Lab hosts without an explicit address get one from here up, in file order.
+_FIRST_LAB_HOST = 10
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a stack config: where, and what to fix."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class ConfigError(Exception):
+    """A stack config that cannot be used; carries every problem found."""
+
+    def __init__(self, source: str, problems: list[Problem]):
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(str(p) for p in problems))
+
+
+def find_project_root(start: Path | None = None) -> Path:
+    """The nearest directory at or above `start` holding `Pulumi.yaml`."""
+    here = (start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "Pulumi.yaml").is_file():
+            return candidate
+    # Installed without a checkout: the package's own project directory.
+    return Path(__file__).resolve().parent.parent
+
+
+def stack_file(stack: str, stacks_dir: Path | None = None) -> Path:
+    """Path of `Pulumi.<stack>.yaml` in the project's stack config directory."""
+    directory = stacks_dir or find_project_root() / "stacks"
+    return directory / f"Pulumi.{stack}.yaml"
+
+
+def load_stack(stack: str, stacks_dir: Path | None = None) -> Cluster:
+    """Read and validate a stack file; raise ConfigError listing every problem."""
+    path = stack_file(stack, stacks_dir)
+    source = str(path)
+    if not path.is_file():
+        available = sorted(p.name for p in path.parent.glob("Pulumi.*.yaml"))
+        raise ConfigError(
+            source,
+            [
+                Problem(
+                    path.name, f"no such stack file (available: {', '.join(available) or 'none'})"
+                )
+            ],
+        )
+    try:
+        document = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [Problem(path.name, f"not valid YAML: {exc}")]) from None
+    return cluster_from_document(document, source)
+
+
+def cluster_from_document(document: Any, source: str) -> Cluster:
+    """Validate a parsed stack file (`{config: {kiln:cluster: ...}}`)."""
+    if not isinstance(document, Mapping):
+        raise ConfigError(source, [Problem("(file)", "expected a mapping with a 'config' key")])
+    problems = [
+        Problem(str(key), f"unknown top-level key (expected one of {sorted(_PULUMI_STACK_KEYS)})")
+        for key in document
+        if key not in _PULUMI_STACK_KEYS
+    ]
+    config = document.get("config")
+    if not isinstance(config, Mapping):
+        problems.append(Problem("config", "missing or not a mapping"))
+        raise ConfigError(source, problems)
+    kiln_keys = {
+        key.removeprefix(KEY_PREFIX): value
+        for key, value in config.items()
+        if isinstance(key, str) and key.startswith(KEY_PREFIX)
+    }
+    try:
+        return cluster_from_keys(kiln_keys, source)
+    except ConfigError as exc:
+        raise ConfigError(source, problems + exc.problems) from None
+
+
+def cluster_from_keys(keys: Mapping[str, Any], source: str) -> Cluster:
+    """Validate the `kiln:*` keys (without prefix), e.g. from `pulumi.Config("kiln")`."""
+    problems = [
+        Problem(f"{KEY_PREFIX}{key}", f"unknown key (expected one of {sorted(_KILN_KEYS)})")
+        for key in keys
+        if key not in _KILN_KEYS
+    ]
+    if "cluster" not in keys:
+        problems.append(Problem(f"{KEY_PREFIX}cluster", "missing: the stack has no cluster"))
+        raise ConfigError(source, problems)
+    try:
+        cluster = Cluster.model_validate(keys["cluster"])
+    except ValidationError as exc:
+        problems += _from_validation_error(exc)
+        raise ConfigError(source, problems) from None
+    cluster = _assign_lab_addresses(cluster)
+    problems += cross_checks(cluster)
+    if problems:
+        raise ConfigError(source, problems)
+    return cluster
+
+
+def cross_checks(cluster: Cluster) -> list[Problem]:
+    """Rules that span fields or pools, each with the exact key path to fix."""
+    problems: list[Problem] = []
+    pools = "kiln:cluster.nodePools"
+    problems += _duplicates(
+        ((f"{pools}[{i}].name", p.name) for i, p in enumerate(cluster.node_pools)), "node pool name"
+    )
+    problems += _duplicates(
+        ((f"{path}.name", h.name) for path, h in _host_paths(cluster)), "host name"
+    )
+    problems += _duplicates(
+        ((f"{path}.address", str(h.address)) for path, h in _host_paths(cluster) if h.address),
+        "host address",
+    )
+    for i, pool in enumerate(cluster.node_pools):
+        if pool.provider != "static":
+            continue
+        for j, host in enumerate(pool.hosts):
+            if host.address is None:
+                problems.append(
+                    Problem(f"{pools}[{i}].hosts[{j}].address", "required for static pools")
+                )
+        if pool.ssh.private_key is None and pool.ssh.private_key_path is None:
+            problems.append(
+                Problem(
+                    f"{pools}[{i}].ssh",
+                    "missing SSH key: set privateKeyPath (CLI) or privateKey (Pulumi secret); "
+                    "Kiln never falls back to whatever key is on this machine",
+                )
+            )
+    if cluster.lab_pools:
+        problems += _lab_address_problems(cluster)
+    return problems
+
+
+def check_key_files(cluster: Cluster) -> list[Problem]:
+    """SSH key files named by the config must exist (checked where the CLI runs)."""
+    problems = []
+    for i, pool in enumerate(cluster.node_pools):
+        key = pool.ssh.private_key_path
+        if pool.provider == "static" and key and not Path(key).expanduser().is_file():
+            problems.append(
+                Problem(f"kiln:cluster.nodePools[{i}].ssh.privateKeyPath", f"no such file: {key}")
+            )
+    return problems
+
+
+def _host_paths(cluster: Cluster) -> Iterable[tuple[str, Host]]:
+    for i, pool in enumerate(cluster.node_pools):
+        for j, host in enumerate(pool.hosts):
+            yield f"kiln:cluster.nodePools[{i}].hosts[{j}]", host
+
+
+def _duplicates(items: Iterable[tuple[str, str]], what: str) -> list[Problem]:
+    first_seen: dict[str, str] = {}
+    problems = []
+    for path, value in items:
+        if value in first_seen:
+            problems.append(
+                Problem(path, f"duplicate {what} {value!r} (first at {first_seen[value]})")
+            )
+        else:
+            first_seen[value] = path
+    return problems
+
+
+def _lab_address_problems(cluster: Cluster) -> list[Problem]:
+    lab = cluster.lab_settings
+    reserved = {lab.subnet.network_address, lab.subnet.broadcast_address, lab.gateway}
+    problems = []
+    lab_pool_names = {p.name for p in cluster.lab_pools}
+    for i, pool in enumerate(cluster.node_pools):
+        if pool.name not in lab_pool_names:
+            continue
+        for j, host in enumerate(pool.hosts):
+            path = f"kiln:cluster.nodePools[{i}].hosts[{j}].address"
+            if host.address is None:
+                problems.append(Problem(path, f"no free address left in {lab.subnet}"))
+            elif host.address not in lab.subnet:
+                problems.append(
+                    Problem(path, f"{host.address} is outside the lab subnet {lab.subnet}")
+                )
+            elif host.address in reserved:
+                problems.append(
+                    Problem(path, f"{host.address} is reserved (network, broadcast or lab gateway)")
+                )
+    return problems
+
+
+def _assign_lab_addresses(cluster: Cluster) -> Cluster:
+    """Give lab hosts without an address the lowest free ones from .10 up."""
+    lab: LabSettings = cluster.lab_settings
+    taken = {h.address for h in cluster.hosts if h.address}
+    free = (a for a in list(lab.subnet.hosts())[_FIRST_LAB_HOST - 1 : -1] if a not in taken)
+    pools = []
+    for pool in cluster.node_pools:
+        if pool.provider == "lab":
+            hosts = [
+                h if h.address else h.model_copy(update={"address": next(free, None)})
+                for h in pool.hosts
+            ]
+            pool = pool.model_copy(update={"hosts": hosts})
+        pools.append(pool)
+    return cluster.model_copy(update={"node_pools": pools})
+
+
+def _from_validation_error(exc: ValidationError) -> list[Problem]:
+    # Values from the file are never echoed: a secret pasted under the wrong
+    # key would otherwise land in a terminal or CI log.
+    problems = []
+    for error in exc.errors(include_url=False):
+        path = "kiln:cluster" + "".join(
+            f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]
+        )
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        problems.append(Problem(path, message))
+    return problems

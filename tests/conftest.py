@@ -1,0 +1,31 @@
+"""Shared test helpers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write_stack(directory: Path, name: str, cluster: dict) -> Path:
+    """Write `Pulumi.<name>.yaml` holding `kiln:cluster` into `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"Pulumi.{name}.yaml"
+    path.write_text(yaml.safe_dump({"config": {"kiln:cluster": cluster}}, sort_keys=False))
+    return path
+
+
+def kiln_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run the real `kiln` command line, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "kiln", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        check=False,
+    )

@@ -1,0 +1,269 @@
+"""The stack config model: the shipped examples load, and every mistake names its key path."""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from kiln.config import PulumiSecret
+from kiln.stack import ConfigError, cluster_from_document, load_stack
+from tests.conftest import REPO, kiln_cli, write_stack
+
+pytestmark = pytest.mark.unit
+
+STACKS = REPO / "stacks"
+
+
+def test_lab_stack_is_three_lab_nodes_with_addresses_in_the_lab_subnet():
+    cluster = load_stack("lab", STACKS)
+    assert [h.name for h in cluster.hosts] == ["ctl1", "node1", "node2"]
+    assert all(p.provider == "lab" for p in cluster.node_pools)
+    subnet = cluster.lab_settings.subnet
+    addresses = [h.address for h in cluster.hosts]
+    assert all(a in subnet for a in addresses)
+    assert len(set(addresses)) == 3
+    assert cluster.lab_settings.gateway not in addresses
+    assert "controller" in cluster.hosts[0].roles
+
+
+def test_prod_stack_is_eight_h100_nodes_on_infiniband_with_secret_key():
+    cluster = load_stack("prod", STACKS)
+    gpu_pool = next(p for p in cluster.node_pools if p.gpu)
+    assert len(gpu_pool.hosts) == 8
+    assert gpu_pool.gpu.model.startswith("H100") and gpu_pool.gpu.per_node == 8
+    assert gpu_pool.rdma.fabric == "infiniband" and gpu_pool.rdma.required
+    # Encrypted in the file; only Pulumi can decrypt it.
+    assert isinstance(gpu_pool.ssh.private_key, PulumiSecret)
+    assert cluster.scheduler == "kubernetes"
+
+
+def test_staging_stack_is_four_a100_nodes_on_roce_with_nfs():
+    cluster = load_stack("staging", STACKS)
+    gpu_pool = next(p for p in cluster.node_pools if p.gpu)
+    assert len(gpu_pool.hosts) == 4 and gpu_pool.gpu.model.startswith("A100")
+    assert gpu_pool.rdma.fabric == "roce"
+    assert cluster.storage.kind == "nfs" and cluster.storage.server
+
+
+def _static_cluster() -> dict:
+    return {
+        "name": "t",
+        "nodePools": [
+            {
+                "name": "gpu",
+                "provider": "static",
+                "hosts": [
+                    {"name": "gpu001", "address": "10.0.0.11"},
+                    {"name": "gpu002", "address": "10.0.0.12"},
+                ],
+                "ssh": {"user": "ubuntu", "privateKeyPath": "/keys/id"},
+            }
+        ],
+    }
+
+
+def _problems(cluster: dict, **top: object) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        cluster_from_document({"config": {"kiln:cluster": cluster, **top}}, "test")
+    return [str(p) for p in info.value.problems]
+
+
+def _edit(path: str, value: object) -> dict:
+    """A valid cluster with one value replaced (dotted path, ints index lists)."""
+    cluster = copy.deepcopy(_static_cluster())
+    *parents, last = [int(p) if p.isdigit() else p for p in path.split(".")]
+    node = cluster
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    return cluster
+
+
+@pytest.mark.parametrize(
+    ("cluster", "expected"),
+    [
+        (_edit("nodePools.0.hostz", []), "kiln:cluster.nodePools[0].hostz: unknown key"),
+        (
+            _edit("nodePools.0.hosts.1.address", "10.0.0.999"),
+            "kiln:cluster.nodePools[0].hosts[1].address",
+        ),
+        (_edit("nodePools.0.ssh.port", "twenty-two"), "kiln:cluster.nodePools[0].ssh.port"),
+        (
+            _edit("nodePools.0.provider", "aws"),
+            "kiln:cluster.nodePools[0].provider: Input should be 'static' or 'lab'",
+        ),
+        (
+            _edit("nodePools.0.hosts.1.name", "gpu001"),
+            "kiln:cluster.nodePools[0].hosts[1].name: duplicate host name 'gpu001' (first at kiln:cluster.nodePools[0].hosts[0].name)",
+        ),
+        (
+            _edit("nodePools.0.hosts.1.address", "10.0.0.11"),
+            "kiln:cluster.nodePools[0].hosts[1].address: duplicate host address '10.0.0.11'",
+        ),
+        (
+            _edit("nodePools.0.hosts.0.name", "GPU_001"),
+            "kiln:cluster.nodePools[0].hosts[0].name: 'GPU_001' is not a valid host name",
+        ),
+        (
+            _edit("nodePools.0.hosts.1", {"name": "gpu002"}),
+            "kiln:cluster.nodePools[0].hosts[1].address: required for static pools",
+        ),
+        (
+            _edit("nodePools.0.ssh", {"user": "ubuntu"}),
+            "kiln:cluster.nodePools[0].ssh: missing SSH key",
+        ),
+        (
+            _edit(
+                "nodePools.0.gpu",
+                {"model": "H100", "perNode": 8, "driver": "latest", "nccl": "2.21.5"},
+            ),
+            "kiln:cluster.nodePools[0].gpu.driver: 'latest' is not a version",
+        ),
+        (
+            _edit(
+                "nodePools.0.gpu",
+                {"model": "H100", "perNode": 0, "driver": "550.54.15", "nccl": "2.21.5"},
+            ),
+            "kiln:cluster.nodePools[0].gpu.perNode: Input should be greater than or equal to 1",
+        ),
+        (
+            _edit("nodePools.0.rdma", {"fabric": "roce", "mtu": 9000}),
+            "kiln:cluster.nodePools[0].rdma.mtu",
+        ),
+        (
+            _edit("storage", {"kind": "nfs", "export": "/data"}),
+            "kiln:cluster.storage: nfs storage needs both 'server' and 'export'",
+        ),
+        (
+            _edit("scheduler", "pbs"),
+            "kiln:cluster.scheduler: Input should be 'slurm' or 'kubernetes'",
+        ),
+        (_edit("nodePools", []), "kiln:cluster.nodePools: List should have at least 1 item"),
+    ],
+)
+def test_each_mistake_names_its_key_path(cluster, expected):
+    problems = _problems(cluster)
+    assert any(p.startswith(expected) for p in problems), problems
+
+
+def test_every_schema_problem_is_reported_at_once_not_just_the_first():
+    cluster = _static_cluster()
+    cluster["scheduler"] = "pbs"
+    cluster["monitoringg"] = {}
+    cluster["nodePools"][0]["ssh"]["port"] = 0
+    paths = sorted(p.split(": ")[0] for p in _problems(cluster))
+    assert paths == [
+        "kiln:cluster.monitoringg",
+        "kiln:cluster.nodePools[0].ssh.port",
+        "kiln:cluster.scheduler",
+    ]
+
+
+def test_unknown_kiln_config_key_is_an_error_not_ignored():
+    problems = _problems(_static_cluster(), **{"kiln:clustr": {}})
+    assert problems == ["kiln:clustr: unknown key (expected one of ['cluster'])"]
+
+
+def test_other_providers_config_keys_are_left_alone():
+    document = {"config": {"kiln:cluster": _static_cluster(), "aws:region": "us-east-1"}}
+    assert cluster_from_document(document, "test").name == "t"
+
+
+@pytest.mark.parametrize(
+    ("lab", "host_address", "expected"),
+    [
+        (
+            {"subnet": "10.77.0.0/16"},
+            None,
+            "kiln:cluster.lab.subnet: 10.77.0.0/16: the lab needs a private /24",
+        ),
+        (
+            {"subnet": "8.8.8.0/24"},
+            None,
+            "kiln:cluster.lab.subnet: 8.8.8.0/24: the lab needs a private /24",
+        ),
+        ({"id": "much-too-long"}, None, "kiln:cluster.lab.id"),
+        (
+            {},
+            "10.99.0.5",
+            "kiln:cluster.nodePools[0].hosts[0].address: 10.99.0.5 is outside the lab subnet",
+        ),
+        ({}, "10.77.0.1", "kiln:cluster.nodePools[0].hosts[0].address: 10.77.0.1 is reserved"),
+    ],
+)
+def test_lab_mistakes_name_their_key_path(lab, host_address, expected):
+    host = {"name": "n1", **({"address": host_address} if host_address else {})}
+    cluster = {
+        "name": "l",
+        "lab": lab,
+        "nodePools": [{"name": "lab", "provider": "lab", "hosts": [host]}],
+    }
+    assert any(p.startswith(expected) for p in _problems(cluster))
+
+
+def test_lab_hosts_without_address_get_free_ones_around_explicit_ones():
+    hosts = [{"name": "a"}, {"name": "b", "address": "10.77.0.11"}, {"name": "c"}]
+    cluster = cluster_from_document(
+        {
+            "config": {
+                "kiln:cluster": {
+                    "name": "l",
+                    "nodePools": [{"name": "p", "provider": "lab", "hosts": hosts}],
+                }
+            }
+        },
+        "test",
+    )
+    assert [h.address for h in cluster.hosts] == [
+        ipaddress.IPv4Address(a) for a in ("10.77.0.10", "10.77.0.11", "10.77.0.12")
+    ]
+
+
+def test_cli_config_check_accepts_every_shipped_stack():
+    for stack in ("lab", "staging", "prod"):
+        result = kiln_cli("config", "check", "--stack", stack)
+        assert result.returncode == 0, result.stderr
+        assert "is valid" in result.stdout
+
+
+def test_cli_reports_every_problem_on_its_own_line_with_exit_2_and_no_traceback(tmp_path: Path):
+    cluster = _edit("nodePools.0.hosts.1.address", "10.0.0.11")
+    cluster["nodePools"][0]["ssh"]["privateKeyPath"] = str(tmp_path / "missing-key")
+    write_stack(tmp_path, "bad", cluster)
+    result = kiln_cli("config", "check", "--stack", "bad", "--stacks-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert (
+        "kiln:cluster.nodePools[0].hosts[1].address: duplicate host address '10.0.0.11'"
+        in result.stderr
+    )
+    # Cross-checks run first; the key file check only once the stack itself is valid.
+    cluster["nodePools"][0]["hosts"][1]["address"] = "10.0.0.12"
+    write_stack(tmp_path, "bad", cluster)
+    result = kiln_cli("config", "check", "--stack", "bad", "--stacks-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert (
+        f"kiln:cluster.nodePools[0].ssh.privateKeyPath: no such file: {tmp_path}/missing-key"
+        in result.stderr
+    )
+
+
+def test_cli_missing_stack_lists_the_available_ones():
+    result = kiln_cli("config", "check", "--stack", "nope")
+    assert result.returncode == 2
+    assert "no such stack file" in result.stderr and "Pulumi.lab.yaml" in result.stderr
+
+
+def test_secret_values_never_appear_in_error_output(tmp_path: Path):
+    secret = "-----BEGIN OPENSSH PRIVATE KEY----- c2VjcmV0LWtleS1tYXRlcmlhbA=="
+    cluster = _static_cluster()
+    cluster["nodePools"][0]["ssh"] = {"user": 7, "privateKey": secret, "privateKeyy": secret}
+    cluster["nodePools"][0]["hosts"][0]["roles"] = [secret]
+    write_stack(tmp_path, "leak", cluster)
+    result = kiln_cli("config", "check", "--stack", "leak", "--stacks-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert "c2VjcmV0" not in result.stderr + result.stdout
+    assert "kiln:cluster.nodePools[0].ssh.privateKeyy: unknown key" in result.stderr
