@@ -148,3 +148,45 @@ def lab_down(stack: StackOpt = "lab", stacks_dir: StacksDirOpt = None) -> None:
         out.print(f"lab {lab.settings.id} removed: " + "; ".join(outcome.changes))
     else:
         out.print(f"lab {lab.settings.id}: nothing to remove")
+
+
+@app.command("provision")
+@reports_errors
+def provision_cmd(
+    stack: StackOpt,
+    stacks_dir: StacksDirOpt = None,
+    limit: Annotated[
+        str | None, typer.Option("--limit", help="Comma-separated host names (default: all)")
+    ] = None,
+) -> None:
+    """Apply the Ansible roles (roles/site.yml) to the stack's hosts."""
+    from kiln.provision import provision
+
+    cluster = _load(stack, stacks_dir)
+    hosts = [h.strip() for h in limit.split(",") if h.strip()] if limit else None
+    with out.status("provisioning") as status:
+        result = provision(cluster, hosts, on_event=lambda message: status.update(message))
+    out.print(provision_table(result))
+    for error in result.errors:
+        err.print(f"  {error}", markup=False, highlight=False)
+    if not result.succeeded:
+        raise typer.Exit(1)
+
+
+def provision_table(result) -> Table:  # noqa: ANN001
+    """Per-host recap: ok / changed / failed / unreachable."""
+    table = Table(title=f"provisioning: {result.changed} change(s)")
+    for column in ("host", "status", "ok", "changed", "failed", "unreachable", "skipped"):
+        table.add_column(column)
+    colour = {"ok": "green", "changed": "yellow", "failed": "red", "unreachable": "red"}
+    for name, h in result.hosts.items():
+        table.add_row(
+            name,
+            f"[{colour[h.status]}]{h.status}[/]",
+            str(h.ok),
+            str(h.changed),
+            str(h.failed),
+            str(h.unreachable),
+            str(h.skipped),
+        )
+    return table

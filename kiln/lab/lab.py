@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import sys
 from collections.abc import Callable
@@ -48,6 +49,21 @@ class Outcome:
     @property
     def changed(self) -> bool:
         return bool(self.changes)
+
+
+def role_overrides() -> dict[str, object]:
+    """Role variables lab nodes need because they share this host's kernel and limits.
+
+    A node cannot raise its hard limits above the host's (nspawn has no
+    CAP_SYS_RESOURCE to give), so the base role asks for exactly what the host
+    allows instead of "unlimited", and the result is still checkable.
+    """
+    memlock = resource.getrlimit(resource.RLIMIT_MEMLOCK)[1]
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return {
+        "base_memlock": "unlimited" if memlock == resource.RLIM_INFINITY else str(memlock // 1024),
+        "base_nofile": 1048576 if nofile == resource.RLIM_INFINITY else min(nofile, 1048576),
+    }
 
 
 class Lab:

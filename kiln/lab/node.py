@@ -127,7 +127,14 @@ def boot(paths: NodePaths, spec: NodeSpec) -> int:
     # Its own session: the node outlives the `kiln` command that started it.
     with open(paths.console_log, "ab") as log:
         proc = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            # The node owns its network namespace, so it may tune it: roles set
+            # net.* sysctls (socket buffers) there as on a real host.
+            env={**os.environ, "SYSTEMD_NSPAWN_API_VFS_WRITABLE": "network"},
         )
     paths.pid_file.write_text(f"{proc.pid}\n")
     time.sleep(0.5)

@@ -1,0 +1,136 @@
+"""The Ansible inventory of a stack, generated from the config model.
+
+Groups: one per pool (`pool_<name>`), one per node role (`controller`,
+`compute`, `storage`), the scheduler (`slurm` or `kubernetes`) and the
+provider (`lab`, `static`). Role variables that come from the stack (GPU,
+RDMA, storage) are group vars of the pool, so `site.yml` never reads raw
+config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kiln.config import Cluster, NodePool
+from kiln.errors import UsageError
+from kiln.ssh import SshTarget
+
+
+@dataclass(frozen=True)
+class Access:
+    """How to reach every host of a stack."""
+
+    targets: dict[str, SshTarget]
+
+
+def access_for(cluster: Cluster) -> Access:
+    """SSH targets of all hosts: the lab's own key for lab pools, the config for static ones."""
+    targets: dict[str, SshTarget] = {}
+    if cluster.lab_pools:
+        from kiln.lab.lab import Lab  # lab tooling only where a lab pool exists
+
+        targets.update({t.name: t for t in Lab(cluster).targets()})
+    for pool in cluster.node_pools:
+        if pool.provider != "static":
+            continue
+        if pool.ssh.private_key_path is None:
+            raise UsageError(
+                f"pool {pool.name}: the CLI needs ssh.privateKeyPath (privateKey is a Pulumi "
+                "secret only `pulumi up` can decrypt)"
+            )
+        known = pool.ssh.known_hosts or "~/.ssh/known_hosts"
+        for host in pool.hosts:
+            targets[host.name] = SshTarget(
+                host.name,
+                str(host.address),
+                pool.ssh.user,
+                Path(pool.ssh.private_key_path).expanduser(),
+                Path(known).expanduser(),
+                pool.ssh.port,
+            )
+    return Access(targets)
+
+
+def pool_vars(cluster: Cluster, pool: NodePool) -> dict[str, Any]:
+    """Role variables a pool's settings imply (prefixed by the role that reads them)."""
+    variables: dict[str, Any] = {
+        "kiln_cluster_name": cluster.name,
+        "kiln_pool": pool.name,
+        "kiln_lab_node": pool.provider == "lab",
+        "rdma_fabric": pool.rdma.fabric,
+        "rdma_required": pool.rdma.required,
+        "rdma_mtu": pool.rdma.mtu,
+        "rdma_hcas": list(pool.rdma.hcas),
+        "node_exporter_enabled": cluster.monitoring.node_exporter,
+    }
+    if pool.provider == "lab":
+        from kiln.lab.lab import role_overrides
+
+        variables.update(role_overrides())
+    if pool.gpu:
+        variables.update(
+            {
+                "kiln_gpu_model": pool.gpu.model,
+                "kiln_gpus_per_node": pool.gpu.per_node,
+                "nvidia_driver_version": pool.gpu.driver,
+                "nccl_version": pool.gpu.nccl,
+                "fabricmanager_enabled": pool.gpu.fabric_manager,
+            }
+        )
+    return variables
+
+
+def cluster_vars(cluster: Cluster) -> dict[str, Any]:
+    """Variables every host sees: the shared storage and where its server is."""
+    storage = cluster.storage
+    server = storage.server
+    if storage.kind == "glusterfs" and server is None:
+        servers = [h for h in cluster.hosts if "storage" in h.roles]
+        server = str(servers[0].address) if servers else None
+    return {
+        "shared_storage_kind": storage.kind,
+        "shared_storage_server": server,
+        "shared_storage_export": storage.export or "kiln",
+        "shared_storage_mount_point": storage.mount_point,
+        "shared_storage_options": list(storage.options),
+    }
+
+
+def build_inventory(cluster: Cluster, access: Access) -> dict[str, Any]:
+    """An ansible-runner inventory dict (YAML inventory structure)."""
+    groups: dict[str, dict[str, Any]] = {}
+
+    def add(group: str, host: str) -> None:
+        groups.setdefault(group, {"hosts": {}})["hosts"][host] = {}
+
+    hostvars: dict[str, dict[str, Any]] = {}
+    for pool in cluster.node_pools:
+        pool_group = f"pool_{pool.name.replace('-', '_')}"
+        groups.setdefault(pool_group, {"hosts": {}})["vars"] = pool_vars(cluster, pool)
+        for host in pool.hosts:
+            target = access.targets[host.name]
+            hostvars[host.name] = {
+                "ansible_host": target.address,
+                "ansible_port": target.port,
+                "ansible_user": target.user,
+                "ansible_ssh_private_key_file": str(target.key_file),
+                # Host keys are verified against the stack's known_hosts, never learnt.
+                "ansible_ssh_common_args": (
+                    f"-o UserKnownHostsFile={target.known_hosts} -o StrictHostKeyChecking=yes"
+                ),
+                "kiln_address": str(host.address),
+            }
+            add(pool_group, host.name)
+            add(pool.provider, host.name)
+            add(cluster.scheduler, host.name)
+            for role in host.roles:
+                add(role, host.name)
+    return {
+        "all": {
+            "hosts": hostvars,
+            "vars": cluster_vars(cluster),
+            "children": groups,
+        }
+    }
