@@ -181,7 +181,7 @@ class Lab:
                 node.boot(paths, spec)
                 booted.append(host.name)
                 step(True, f"{host.name}: booted")
-        self._write_known_hosts()
+        self._write_ssh_client_files()
         report("waiting for systemd and SSH on every node")
         self._wait_ready()
         outcome.nodes = self.status()
@@ -199,12 +199,19 @@ class Lab:
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(ready, self.targets()))
 
-    def _write_known_hosts(self) -> None:
-        lines = []
+    def _write_ssh_client_files(self) -> None:
+        """known_hosts with each node's generated key, and an ssh_config naming the nodes."""
+        known, config = [], []
         for host in self.hosts:
             key = node.host_public_key(self._paths(host.name)).split()
-            lines.append(f"{host.address},{host.name} {key[0]} {key[1]}")
-        self.layout.known_hosts.write_text("\n".join(lines) + "\n")
+            known.append(f"{host.address},{host.name} {key[0]} {key[1]}")
+            config.append(
+                f"Host {host.name}\n  HostName {host.address}\n  User {self.user}\n"
+                f"  IdentityFile {self.layout.private_key}\n  IdentitiesOnly yes\n"
+                f"  UserKnownHostsFile {self.layout.known_hosts}\n  StrictHostKeyChecking yes\n"
+            )
+        self.layout.known_hosts.write_text("\n".join(known) + "\n")
+        self.layout.ssh_config.write_text("\n".join(config))
 
     # -- down --------------------------------------------------------------------
 

@@ -61,6 +61,11 @@ class LabLayout:
         return self.ssh_dir / "known_hosts"
 
     @property
+    def ssh_config(self) -> Path:
+        """An OpenSSH client config naming every node: `ssh -F <this> node1`."""
+        return self.ssh_dir / "config"
+
+    @property
     def bridge(self) -> str:
         return f"kl-{self.lab_id}-br"
 

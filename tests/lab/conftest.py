@@ -1,20 +1,26 @@
-"""Real lab machines for tests: a small stack of its own, cleaned before and after.
+"""Real lab machines for tests: small stacks of their own, cleaned before and after.
 
-The test lab has its own id and subnet, so it never collides with the lab a
-developer keeps up from `stacks/Pulumi.lab.yaml`.
+Each test module's lab has its own id and subnet, so it never collides with
+the lab a developer keeps up from `stacks/Pulumi.lab.yaml`, nor with another
+module's lab.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import testinfra
+import yaml
 
 from kiln.lab.lab import Lab, teardown
 from kiln.lab.layout import LabLayout
+from kiln.provision import ProvisionResult, provision
 from kiln.stack import load_stack
 from tests.conftest import write_stack
 
@@ -32,28 +38,82 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def lab_stack(
-    directory: Path, hosts: list[dict], lab_id: str = TEST_LAB_ID, subnet: str = TEST_SUBNET
+    directory: Path,
+    hosts: list[dict],
+    lab_id: str = TEST_LAB_ID,
+    subnet: str = TEST_SUBNET,
+    **cluster: Any,
 ) -> Path:
-    """A stack file with one lab pool of `hosts`; returns the stacks directory."""
+    """A stack file `labtest` with one lab pool of `hosts`; returns the stacks directory."""
     write_stack(
         directory,
         "labtest",
         {
-            "name": "kiln-labtest",
+            "name": f"kiln-{lab_id}",
             "lab": {"id": lab_id, "subnet": subnet},
             "nodePools": [{"name": "lab", "provider": "lab", "hosts": hosts}],
+            **cluster,
         },
     )
     return directory
 
 
 @pytest.fixture(scope="module")
-def two_node_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    """Two booted lab nodes; leftovers of a crashed earlier run are swept first."""
-    stacks = lab_stack(tmp_path_factory.mktemp("stacks"), [{"name": "t1"}, {"name": "t2"}])
-    teardown(LabLayout(TEST_LAB_ID))
-    lab = Lab(load_stack("labtest", stacks))
-    lab.stacks_dir = stacks  # type: ignore[attr-defined]  # for CLI calls in tests
-    lab.up()
-    yield lab
-    teardown(LabLayout(TEST_LAB_ID))
+def lab_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """Start labs for a module; every one is torn down at the end, leftovers first."""
+    started: list[Lab] = []
+
+    def start(hosts: list[dict], lab_id: str, subnet: str, **cluster: Any) -> Lab:
+        stacks = lab_stack(tmp_path_factory.mktemp("stacks"), hosts, lab_id, subnet, **cluster)
+        teardown(LabLayout(lab_id))
+        lab = Lab(load_stack("labtest", stacks))
+        lab.stacks_dir = stacks  # type: ignore[attr-defined]  # for CLI calls in tests
+        started.append(lab)
+        lab.up()
+        return lab
+
+    yield start
+    for lab in started:
+        teardown(lab.layout)
+
+
+@pytest.fixture(scope="module")
+def two_node_lab(lab_factory) -> Lab:
+    """Two booted lab nodes."""
+    return lab_factory([{"name": "t1"}, {"name": "t2"}], TEST_LAB_ID, TEST_SUBNET)
+
+
+def converge(
+    lab: Lab,
+    roles: list[str] | None = None,
+    extra_vars: dict | None = None,
+    limit: list[str] | None = None,
+) -> ProvisionResult:
+    """Apply `roles` (or all of roles/site.yml) to the lab, as `kiln provision` does."""
+    if roles is None:
+        return provision(lab.cluster, limit, extra_vars=extra_vars)
+    play = [
+        {"name": "converge", "hosts": "all", "become": True, "roles": [{"role": r} for r in roles]}
+    ]
+    with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as handle:
+        yaml.safe_dump(play, handle)
+    try:
+        return provision(lab.cluster, limit, playbook=Path(handle.name), extra_vars=extra_vars)
+    finally:
+        os.unlink(handle.name)
+
+
+def assert_converged(result: ProvisionResult) -> None:
+    assert result.succeeded, f"{result.errors} (artifacts: {result.artifacts})"
+
+
+def assert_idempotent(result: ProvisionResult) -> None:
+    """The second converge must change nothing on any host (molecule's idempotence step)."""
+    assert_converged(result)
+    changed = {name: h.changed for name, h in result.hosts.items() if h.changed}
+    assert changed == {}, f"second run changed things: {changed} (artifacts: {result.artifacts})"
+
+
+def host(lab: Lab, name: str) -> testinfra.host.Host:
+    """A testinfra handle on a lab node, over SSH with the lab's verified host keys."""
+    return testinfra.get_host(f"ssh://{name}", ssh_config=str(lab.layout.ssh_config))
