@@ -113,8 +113,14 @@ def _node_table(title: str, nodes) -> Table:  # noqa: ANN001
 
 @lab_app.command("up")
 @reports_errors
-def lab_up(stack: StackOpt = "lab", stacks_dir: StacksDirOpt = None) -> None:
-    """Create and boot missing lab machines, wait until SSH works (idempotent)."""
+def lab_up(
+    stack: StackOpt = "lab",
+    stacks_dir: StacksDirOpt = None,
+    provision: Annotated[
+        bool, typer.Option(help="Apply the roles (roles/site.yml) once the machines are up.")
+    ] = True,
+) -> None:
+    """Create and boot missing lab machines, wait for SSH, then provision them (idempotent)."""
     lab = _lab(stack, stacks_dir)
     with out.status("lab up") as status:
         outcome = lab.up(report=lambda message: status.update(message))
@@ -122,7 +128,9 @@ def lab_up(stack: StackOpt = "lab", stacks_dir: StacksDirOpt = None) -> None:
     if outcome.changed:
         out.print(f"{len(outcome.changes)} change(s): " + "; ".join(outcome.changes))
     else:
-        out.print("lab already up: nothing changed")
+        out.print("lab machines already up: nothing changed")
+    if provision:
+        _provision(lab.cluster, [h.name for h in lab.hosts])
 
 
 @lab_app.command("status")
@@ -160,10 +168,14 @@ def provision_cmd(
     ] = None,
 ) -> None:
     """Apply the Ansible roles (roles/site.yml) to the stack's hosts."""
+    hosts = [h.strip() for h in limit.split(",") if h.strip()] if limit else None
+    _provision(_load(stack, stacks_dir), hosts)
+
+
+def _provision(cluster: Cluster, hosts: list[str] | None) -> None:
+    """Run the roles with a progress line; exit 1 unless every targeted host succeeded."""
     from kiln.provision import provision
 
-    cluster = _load(stack, stacks_dir)
-    hosts = [h.strip() for h in limit.split(",") if h.strip()] if limit else None
     with out.status("provisioning") as status:
         result = provision(cluster, hosts, on_event=lambda message: status.update(message))
     out.print(provision_table(result))
