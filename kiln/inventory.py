@@ -98,6 +98,23 @@ def cluster_vars(cluster: Cluster) -> dict[str, Any]:
     }
 
 
+VALIDATION_DIR = Path(__file__).resolve().parent.parent / "validation"
+
+
+def runtime_vars() -> dict[str, Any]:
+    """What the validation_runtime role copies and installs: this checkout's suite."""
+    requirements = (VALIDATION_DIR / "requirements.txt").read_text().splitlines()
+    return {
+        "validation_runtime_src": str(VALIDATION_DIR),
+        "validation_runtime_files": sorted(
+            str(p.relative_to(VALIDATION_DIR)) for p in VALIDATION_DIR.rglob("*.py")
+        ),
+        "validation_runtime_requirements": [
+            line.strip() for line in requirements if line.strip() and not line.startswith("#")
+        ],
+    }
+
+
 def build_inventory(cluster: Cluster, access: Access) -> dict[str, Any]:
     """An ansible-runner inventory dict (YAML inventory structure)."""
     groups: dict[str, dict[str, Any]] = {}
@@ -130,7 +147,7 @@ def build_inventory(cluster: Cluster, access: Access) -> dict[str, Any]:
     return {
         "all": {
             "hosts": hostvars,
-            "vars": cluster_vars(cluster),
+            "vars": {**cluster_vars(cluster), **runtime_vars()},
             "children": groups,
         }
     }

@@ -17,7 +17,7 @@ from pathlib import Path
 from kiln import ssh
 from kiln.config import Cluster, Host
 from kiln.errors import KilnError, UsageError
-from kiln.lab import keys, network, node
+from kiln.lab import keys, network, node, wheelhouse
 from kiln.lab.layout import LabLayout, NodePaths
 from kiln.lab.rootfs import Recipe, ensure_rootfs, host_mirror
 
@@ -61,6 +61,8 @@ def role_overrides() -> dict[str, object]:
     memlock = resource.getrlimit(resource.RLIMIT_MEMLOCK)[1]
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     return {
+        # Mounted read-only into every node by `lab up` (kiln/lab/wheelhouse.py).
+        "validation_runtime_wheelhouse": wheelhouse.NODE_PATH,
         "base_memlock": "unlimited" if memlock == resource.RLIM_INFINITY else str(memlock // 1024),
         "base_nofile": 1048576 if nofile == resource.RLIM_INFINITY else min(nofile, 1048576),
     }
@@ -159,12 +161,16 @@ class Lab:
             self._destroy_node(stale)
             step(True, f"removed node {stale}")
 
+        wheels, built = wheelhouse.ensure_wheelhouse()
+        step(built, f"built validation wheelhouse {wheels.name}")
         peers = tuple((h.name, h.address) for h in self.hosts)
-        booted = []
+        binds = ((wheels, wheelhouse.NODE_PATH),)
         for host in self.hosts:
             paths = self._paths(host.name)
             paths.base.mkdir(parents=True, exist_ok=True)
-            spec = node.NodeSpec(host.name, host.address, self.layout.netns(host.name), peers)
+            spec = node.NodeSpec(
+                host.name, host.address, self.layout.netns(host.name), peers, binds
+            )
             step(
                 network.ensure_node_link(
                     self.layout, host.name, host.address, gateway, subnet.prefixlen
@@ -176,10 +182,15 @@ class Lab:
                 node.write_identity(paths, spec, authorized) is not None,
                 f"{host.name}: host key created",
             )
-            if node.nspawn_pid(paths) is None:
+            running = node.running_args(paths)
+            if running is not None and running != node.nspawn_args(paths, spec):
+                report(f"rebooting {host.name}: its boot settings changed")
+                node.stop(paths)
+                running = None
+                step(True, f"{host.name}: boot settings changed")
+            if running is None:
                 report(f"booting {host.name}")
                 node.boot(paths, spec)
-                booted.append(host.name)
                 step(True, f"{host.name}: booted")
         self._write_ssh_client_files()
         report("waiting for systemd and SSH on every node")

@@ -28,6 +28,8 @@ class NodeSpec:
     address: ipaddress.IPv4Address
     netns: str
     peers: tuple[tuple[str, ipaddress.IPv4Address], ...]
+    # (host path, node path) pairs mounted read-only, e.g. the validation wheelhouse.
+    read_only_binds: tuple[tuple[Path, str], ...] = ()
 
 
 def mounted(path: Path) -> bool:
@@ -96,19 +98,24 @@ def host_public_key(paths: NodePaths) -> str:
 
 def nspawn_pid(paths: NodePaths) -> int | None:
     """PID of this node's running nspawn, or None (a stale pid file is not trusted)."""
+    args = running_args(paths)
+    return int(paths.pid_file.read_text()) if args else None
+
+
+def running_args(paths: NodePaths) -> list[str] | None:
+    """The command line of this node's running nspawn, or None when it is not running."""
     try:
         pid = int(paths.pid_file.read_text())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
     except (OSError, ValueError):
         return None
-    if cmdline[0].endswith(b"systemd-nspawn") and f"--directory={paths.root}".encode() in cmdline:
-        return pid
+    if cmdline and cmdline[0].endswith("systemd-nspawn") and f"--directory={paths.root}" in cmdline:
+        return cmdline
     return None
 
 
-def boot(paths: NodePaths, spec: NodeSpec) -> int:
-    """Start systemd in the node's namespace; returns the nspawn PID."""
-    kill_orphans(paths)
+def nspawn_args(paths: NodePaths, spec: NodeSpec) -> list[str]:
+    """How this node is booted; a running node started differently is rebooted by `lab up`."""
     args = [
         "systemd-nspawn",
         "--quiet",
@@ -124,6 +131,14 @@ def boot(paths: NodePaths, spec: NodeSpec) -> int:
     ]
     if Path("/dev/fuse").exists():
         args.append("--bind=/dev/fuse")  # GlusterFS and other FUSE mounts
+    args += [f"--bind-ro={host}:{inside}" for host, inside in spec.read_only_binds]
+    return args
+
+
+def boot(paths: NodePaths, spec: NodeSpec) -> int:
+    """Start systemd in the node's namespace; returns the nspawn PID."""
+    kill_orphans(paths)
+    args = nspawn_args(paths, spec)
     # Its own session: the node outlives the `kiln` command that started it.
     with open(paths.console_log, "ab") as log:
         proc = subprocess.Popen(

@@ -2,6 +2,7 @@
 
 import threading
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import torch.distributed as dist
@@ -19,14 +20,16 @@ TIMEOUT_S = 4
 WALL_S = 45
 
 
-def _launch(extra: list[str], after_failure_s: float | None = None):
+def _launch(extra: list[str], workdir: Path, after_failure_s: float | None = None):
     args = ["-b", "1K", "-e", "4K", "-w", "1", "-n", "3", "--timeout", str(TIMEOUT_S), *extra]
-    launcher = LocalLauncher(wall_timeout_s=WALL_S, after_failure_s=after_failure_s)
+    launcher = LocalLauncher(
+        wall_timeout_s=WALL_S, after_failure_s=after_failure_s, workdir=workdir
+    )
     return launcher.launch("validation.allreduce", args, HOSTS, QUIET)
 
 
-def test_crashed_rank_is_named_by_every_survivor() -> None:
-    launched = _launch(["--fault-exit-rank", "2"])
+def test_crashed_rank_is_named_by_every_survivor(tmp_path: Path) -> None:
+    launched = _launch(["--fault-exit-rank", "2"], tmp_path)
     dead = launched.ranks[2]
     assert dead.returncode == EXIT_INJECTED_FAULT
     for survivor in launched.ranks[:2]:
@@ -40,8 +43,8 @@ def test_crashed_rank_is_named_by_every_survivor() -> None:
     assert launched.result is None  # no half-measured result is published
 
 
-def test_hung_rank_is_named_after_the_timeout_and_then_killed() -> None:
-    launched = _launch(["--fault-hang-rank", "2"], after_failure_s=3)
+def test_hung_rank_is_named_after_the_timeout_and_then_killed(tmp_path: Path) -> None:
+    launched = _launch(["--fault-hang-rank", "2"], tmp_path, after_failure_s=3)
     for survivor in launched.ranks[:2]:
         assert survivor.finished, launched.summary()
         assert survivor.returncode == EXIT_DIST_FAILURE
@@ -51,8 +54,8 @@ def test_hung_rank_is_named_after_the_timeout_and_then_killed() -> None:
     assert "after rank" in (launched.ranks[2].killed or "")
 
 
-def test_death_of_the_store_host_is_reported_as_rank_0() -> None:
-    launched = _launch(["--fault-exit-rank", "0"])
+def test_death_of_the_store_host_is_reported_as_rank_0(tmp_path: Path) -> None:
+    launched = _launch(["--fault-exit-rank", "0"], tmp_path)
     for survivor in launched.ranks[1:]:
         assert survivor.finished, launched.summary()
         assert survivor.returncode == EXIT_DIST_FAILURE

@@ -1,5 +1,7 @@
 """Real multi-process gloo allreduce runs through LocalLauncher on loopback."""
 
+from pathlib import Path
+
 import pytest
 
 from validation.allreduce import sweep_sizes
@@ -16,8 +18,9 @@ ARGS += ["--repeat", "2", "--timeout", "20"]
 QUIET = {"PYTHONWARNINGS": "ignore"}
 
 
-def _run(hosts: list[HostSpec]) -> AllreduceResult:
-    launched = LocalLauncher(wall_timeout_s=60).launch("validation.allreduce", ARGS, hosts, QUIET)
+def _run(hosts: list[HostSpec], workdir: Path) -> AllreduceResult:
+    launcher = LocalLauncher(wall_timeout_s=60, workdir=workdir)
+    launched = launcher.launch("validation.allreduce", ARGS, hosts, QUIET)
     assert launched.ok, launched.summary()
     assert launched.result is not None, "rank 0 wrote no JSON"
     stdout = launched.ranks[0].stdout_text()
@@ -39,8 +42,8 @@ def _assert_correct_and_positive(result: AllreduceResult) -> None:
     assert result.metrics.avg_busbw_gbps > 0
 
 
-def test_two_ranks_reduce_correctly_in_float32_and_bfloat16() -> None:
-    result = _run([HostSpec("node1"), HostSpec("node2")])
+def test_two_ranks_reduce_correctly_in_float32_and_bfloat16(tmp_path: Path) -> None:
+    result = _run([HostSpec("node1"), HostSpec("node2")], tmp_path)
     _assert_correct_and_positive(result)
     assert result.environ.world_size == 2
     assert result.environ.hostnames == ["node1", "node2"]
@@ -50,8 +53,8 @@ def test_two_ranks_reduce_correctly_in_float32_and_bfloat16() -> None:
     assert all(r.busbw_gbps == pytest.approx(r.algbw_gbps) for r in result.metrics.sizes)
 
 
-def test_three_ranks_on_two_hosts_reduce_correctly() -> None:
-    result = _run([HostSpec("node1", slots=2), HostSpec("node2")])
+def test_three_ranks_on_two_hosts_reduce_correctly(tmp_path: Path) -> None:
+    result = _run([HostSpec("node1", slots=2), HostSpec("node2")], tmp_path)
     _assert_correct_and_positive(result)
     assert result.environ.hostnames == ["node1", "node1", "node2"]
     row = result.metrics.sizes[-1]

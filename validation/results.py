@@ -1,0 +1,256 @@
+"""Typed benchmark results and their JSON form.
+
+Every benchmark writes one JSON document shaped like pytorch/benchmark's
+userbenchmark output: ``{"name": ..., "environ": {...}, "metrics": {...}}``,
+plus ``schema_version`` so that the rules that read old result files can tell
+what they are looking at. Only the standard library is used here, so results
+can be read on a machine without torch; :func:`collect_environ` imports torch
+lazily.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: Bump when a field is renamed or removed, or its meaning changes. Adding an
+#: optional field does not need a bump: readers ignore keys they do not know.
+SCHEMA_VERSION = 1
+
+
+class ResultSchemaError(ValueError):
+    """A result document is missing a key, has a wrong type or an unknown version."""
+
+
+def _require(doc: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    """Return ``doc[key]`` if present and of type ``kind``, else raise with the key path."""
+    if key not in doc:
+        raise ResultSchemaError(f"{where}.{key}: missing")
+    value = doc[key]
+    # bool is an int subclass; a boolean where a number belongs is a broken file.
+    if isinstance(value, bool) and kind in (int, float, (int, float)):
+        raise ResultSchemaError(f"{where}.{key}: expected a number, got a boolean")
+    if not isinstance(value, kind):
+        raise ResultSchemaError(
+            f"{where}.{key}: expected {getattr(kind, '__name__', kind)}, got {type(value).__name__}"
+        )
+    return value
+
+
+def _optional(doc: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    """Like :func:`_require` but a missing key or ``null`` reads as ``None``."""
+    if doc.get(key) is None:
+        return None
+    return _require(doc, key, kind, where)
+
+
+@dataclass(frozen=True)
+class Environ:
+    """Where a benchmark ran: hosts, group shape and software versions.
+
+    Versions are those of rank 0; node homogeneity is checked by the health
+    benchmark, not here.
+    """
+
+    hostnames: list[str]
+    """Host name of every rank, indexed by rank."""
+    world_size: int
+    backend: str
+    torch_version: str
+    python_version: str
+    nccl_version: str | None = None
+    """NCCL that torch loaded, when CUDA is available."""
+    cuda_runtime: str | None = None
+    """CUDA version torch was built with (``torch.version.cuda``)."""
+    cuda_driver: str | None = None
+    """Kernel driver version from ``/proc/driver/nvidia/version``."""
+    device: str = "cpu"
+    """``cpu`` or the GPU model name."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> Environ:
+        """Parse the ``environ`` object of a result document."""
+        where = "environ"
+        hostnames = _require(doc, "hostnames", list, where)
+        if not all(isinstance(h, str) for h in hostnames):
+            raise ResultSchemaError(f"{where}.hostnames: expected a list of strings")
+        return cls(
+            hostnames=list(hostnames),
+            world_size=_require(doc, "world_size", int, where),
+            backend=_require(doc, "backend", str, where),
+            torch_version=_require(doc, "torch_version", str, where),
+            python_version=_require(doc, "python_version", str, where),
+            nccl_version=_optional(doc, "nccl_version", str, where),
+            cuda_runtime=_optional(doc, "cuda_runtime", str, where),
+            cuda_driver=_optional(doc, "cuda_driver", str, where),
+            device=doc.get("device") or "cpu",
+        )
+
+
+def _nvidia_driver_version() -> str | None:
+    """Driver version from the kernel module, or None where there is no NVIDIA driver."""
+    try:
+        text = Path("/proc/driver/nvidia/version").read_text()
+    except OSError:
+        return None
+    match = re.search(r"Kernel Module(?:\s+for\s+\S+)?\s+(\d+(?:\.\d+)+)", text)
+    return match.group(1) if match else None
+
+
+def collect_environ(hostnames: list[str], backend: str) -> Environ:
+    """Describe this process's software and the group it ran in."""
+    import torch  # lazily: reading result files must not need torch
+
+    nccl_version = None
+    device = "cpu"
+    if torch.cuda.is_available():
+        version = torch.cuda.nccl.version()
+        nccl_version = ".".join(str(part) for part in version)
+        device = torch.cuda.get_device_name(torch.cuda.current_device())
+    return Environ(
+        hostnames=list(hostnames),
+        world_size=len(hostnames),
+        backend=backend,
+        torch_version=torch.__version__,
+        python_version=platform.python_version(),
+        nccl_version=nccl_version,
+        cuda_runtime=torch.version.cuda,
+        cuda_driver=_nvidia_driver_version(),
+        device=device,
+    )
+
+
+@dataclass(frozen=True)
+class AllreduceMeasurement:
+    """One row of the allreduce table: one dtype at one message size.
+
+    A repeat is one timed loop of ``iters`` collectives; its time is the mean
+    over iterations of the slowest rank's time. min/median/max are over
+    repeats, and bandwidths use the median.
+    """
+
+    dtype: str
+    size_bytes: int
+    count: int
+    time_us_min: float
+    time_us_median: float
+    time_us_max: float
+    algbw_gbps: float
+    busbw_gbps: float
+    wrong: int | None
+    """Elements that differed from the expected sum, summed over ranks, in the
+    worst checked repeat; ``None`` when the check was switched off."""
+    repeat_time_us: list[float] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any], where: str) -> AllreduceMeasurement:
+        """Parse one entry of ``metrics.sizes``."""
+        number = (int, float)
+        return cls(
+            dtype=_require(doc, "dtype", str, where),
+            size_bytes=_require(doc, "size_bytes", int, where),
+            count=_require(doc, "count", int, where),
+            time_us_min=float(_require(doc, "time_us_min", number, where)),
+            time_us_median=float(_require(doc, "time_us_median", number, where)),
+            time_us_max=float(_require(doc, "time_us_max", number, where)),
+            algbw_gbps=float(_require(doc, "algbw_gbps", number, where)),
+            busbw_gbps=float(_require(doc, "busbw_gbps", number, where)),
+            wrong=_optional(doc, "wrong", int, where),
+            repeat_time_us=[float(t) for t in doc.get("repeat_time_us", [])],
+        )
+
+
+@dataclass(frozen=True)
+class AllreduceMetrics:
+    """All measurements of one allreduce run and the settings that produced them."""
+
+    sizes: list[AllreduceMeasurement]
+    avg_busbw_gbps: float
+    """Mean bus bandwidth over all rows, as nccl-tests' "Avg bus bandwidth"."""
+    bus_factor: float
+    """``2*(n-1)/n`` for this world size."""
+    settings: dict[str, Any] = field(default_factory=dict)
+    """Warm-up/timed iterations, repeats, timeout, check: what a reader needs to
+    judge the numbers."""
+
+    @property
+    def wrong_total(self) -> int:
+        """Wrong elements over all checked rows (0 when nothing was checked)."""
+        return sum(m.wrong or 0 for m in self.sizes)
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> AllreduceMetrics:
+        """Parse the ``metrics`` object of an allreduce result."""
+        sizes = _require(doc, "sizes", list, "metrics")
+        return cls(
+            sizes=[
+                AllreduceMeasurement.from_dict(row, f"metrics.sizes[{i}]")
+                for i, row in enumerate(sizes)
+            ],
+            avg_busbw_gbps=float(_require(doc, "avg_busbw_gbps", (int, float), "metrics")),
+            bus_factor=float(_require(doc, "bus_factor", (int, float), "metrics")),
+            settings=dict(doc.get("settings", {})),
+        )
+
+
+@dataclass(frozen=True)
+class AllreduceResult:
+    """Result of ``validation.allreduce``: ``{name, schema_version, environ, metrics}``."""
+
+    environ: Environ
+    metrics: AllreduceMetrics
+    name: str = "allreduce"
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict with the envelope keys first."""
+        metrics = asdict(self.metrics)
+        metrics["wrong_total"] = self.metrics.wrong_total
+        return {
+            "name": self.name,
+            "schema_version": self.schema_version,
+            "environ": self.environ.to_dict(),
+            "metrics": metrics,
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """Serialise; :meth:`from_json` reads it back to an equal object."""
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> AllreduceResult:
+        """Parse a result document, rejecting other benchmarks and newer schemas."""
+        if not isinstance(doc, dict):
+            raise ResultSchemaError("result: expected a JSON object")
+        name = _require(doc, "name", str, "result")
+        if name != "allreduce":
+            raise ResultSchemaError(f"result.name: expected 'allreduce', got {name!r}")
+        version = _require(doc, "schema_version", int, "result")
+        if version > SCHEMA_VERSION or version < 1:
+            raise ResultSchemaError(
+                f"result.schema_version: {version} is not supported "
+                f"(this reader knows 1..{SCHEMA_VERSION})"
+            )
+        return cls(
+            environ=Environ.from_dict(_require(doc, "environ", dict, "result")),
+            metrics=AllreduceMetrics.from_dict(_require(doc, "metrics", dict, "result")),
+            name=name,
+            schema_version=version,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> AllreduceResult:
+        """Parse the output of :meth:`to_json`."""
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ResultSchemaError(f"result: not JSON ({exc})") from exc
+        return cls.from_dict(doc)
