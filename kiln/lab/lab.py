@@ -65,6 +65,11 @@ def role_overrides() -> dict[str, object]:
         "validation_runtime_wheelhouse": wheelhouse.NODE_PATH,
         "base_memlock": "unlimited" if memlock == resource.RLIM_INFINITY else str(memlock // 1024),
         "base_nofile": 1048576 if nofile == resource.RLIM_INFINITY else min(nofile, 1048576),
+        # A node sees the host's cgroup v1 controllers read-only (nspawn on a host
+        # whose PID 1 is not systemd delegates none), so slurmd cannot put jobs in
+        # cgroups there: track them by process tree and leave CPU binding alone.
+        "slurm_proctrack_type": "proctrack/linuxproc",
+        "slurm_task_plugin": "task/none",
     }
 
 
@@ -217,7 +222,7 @@ class Lab:
             key = node.host_public_key(self._paths(host.name)).split()
             known.append(f"{host.address},{host.name} {key[0]} {key[1]}")
             config.append(
-                f"Host {host.name}\n  HostName {host.address}\n  User {self.user}\n"
+                f"Host {host.name} {host.address}\n  HostName {host.address}\n  User {self.user}\n"
                 f"  IdentityFile {self.layout.private_key}\n  IdentitiesOnly yes\n"
                 f"  UserKnownHostsFile {self.layout.known_hosts}\n  StrictHostKeyChecking yes\n"
             )

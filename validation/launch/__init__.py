@@ -2,13 +2,15 @@
 
 One interface (:class:`Launcher`), one implementation per way of starting
 processes: :class:`LocalLauncher` (processes on this machine) and
-:class:`KubernetesLauncher` (renders an indexed Job). SSH and Slurm launchers
-implement the same interface.
+:class:`SshLauncher` (ranks on remote hosts over OpenSSH),
+:class:`KubernetesLauncher` (renders an indexed Job). The Slurm launcher
+implements the same interface.
 """
 
 from validation.launch.base import HostSpec, Launcher, LaunchResult, RankOutcome, RankSlot
 from validation.launch.kubernetes import KubernetesLauncher
 from validation.launch.local import LocalLauncher
+from validation.launch.ssh import SshLauncher
 
 __all__ = [
     "HostSpec",
@@ -18,4 +20,5 @@ __all__ = [
     "LocalLauncher",
     "RankOutcome",
     "RankSlot",
+    "SshLauncher",
 ]

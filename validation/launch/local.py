@@ -22,6 +22,7 @@ from validation.launch.base import (
     Launcher,
     LaunchResult,
     RankOutcome,
+    RankSlot,
     assign_ranks,
     with_json_arg,
 )
@@ -71,24 +72,7 @@ class LocalLauncher(Launcher):
         workdir.mkdir(parents=True, exist_ok=True)
         args, json_path = with_json_arg(args, str(workdir / "result.json"))
         Path(json_path).unlink(missing_ok=True)  # a stale file must not pass for this run's
-        port = free_port()
-
-        base_env = dict(os.environ)
-        base_env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (_PACKAGE_ROOT, base_env.get("PYTHONPATH", "")) if p
-        )
-        base_env.update(
-            MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=str(port),
-            WORLD_SIZE=str(len(slots)),
-            # Gloo picks the interface of the host name by default, which on
-            # many machines is not loopback; all ranks are here.
-            GLOO_SOCKET_IFNAME="lo",
-            NCCL_SOCKET_IFNAME="lo",
-        )
-        # Torchrun's agent-store switch would make rank 0 look for a store
-        # that this launcher does not run.
-        base_env.pop("TORCHELASTIC_USE_AGENT_STORE", None)
+        base_env = self._base_env(slots)
         base_env.update(env or {})
 
         procs: list[subprocess.Popen[bytes]] = []
@@ -106,14 +90,15 @@ class LocalLauncher(Launcher):
                 rank_env.update(slot.host.env)
                 out_path = workdir / f"rank{slot.rank}.stdout"
                 err_path = workdir / f"rank{slot.rank}.stderr"
+                argv, proc_env, stdin = self._rank_command(slot, module, args, rank_env)
                 with open(out_path, "wb") as out, open(err_path, "wb") as err:
                     procs.append(
                         subprocess.Popen(
-                            [self.python, "-m", module, *args],
+                            argv,
                             stdout=out,
                             stderr=err,
-                            stdin=subprocess.DEVNULL,
-                            env=rank_env,
+                            stdin=stdin,
+                            env=proc_env,
                             # Own process group, so a kill reaches any children too.
                             start_new_session=True,
                         )
@@ -132,10 +117,42 @@ class LocalLauncher(Launcher):
                 outcome.returncode = proc.poll()
         return LaunchResult(
             ranks=outcomes,
-            result=_read_json(Path(json_path)),
+            result=self._fetch_result(slots[0], json_path),
             wall_s=time.monotonic() - start,
             workdir=workdir,
         )
+
+    # -- what differs between launchers that start ranks as local processes ------
+
+    def _base_env(self, slots: Sequence[RankSlot]) -> dict[str, str]:
+        """Environment shared by every rank: rendezvous on loopback."""
+        base_env = dict(os.environ)
+        base_env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (_PACKAGE_ROOT, base_env.get("PYTHONPATH", "")) if p
+        )
+        base_env.update(
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(free_port()),
+            WORLD_SIZE=str(len(slots)),
+            # Gloo picks the interface of the host name by default, which on
+            # many machines is not loopback; all ranks are here.
+            GLOO_SOCKET_IFNAME="lo",
+            NCCL_SOCKET_IFNAME="lo",
+        )
+        # Torchrun's agent-store switch would make rank 0 look for a store
+        # that this launcher does not run.
+        base_env.pop("TORCHELASTIC_USE_AGENT_STORE", None)
+        return base_env
+
+    def _rank_command(
+        self, slot: RankSlot, module: str, args: Sequence[str], rank_env: dict[str, str]
+    ) -> tuple[list[str], dict[str, str], int]:
+        """(argv, environment, stdin) of the local process that runs one rank."""
+        return [self.python, "-m", module, *args], rank_env, subprocess.DEVNULL
+
+    def _fetch_result(self, rank0: RankSlot, json_path: str) -> dict | None:
+        """Rank 0's result document."""
+        return _read_json(Path(json_path))
 
     def _wait(
         self,
