@@ -5,19 +5,23 @@ What it measures and how, following nccl-tests ``doc/PERFORMANCE.md``:
 
 * A sweep of message sizes from ``--min-bytes`` to ``--max-bytes``, each size
   ``--factor`` times the previous, rounded down to whole elements.
-* Out-of-place: the input buffer is never reduced into. Torch's all_reduce is
-  in place, so each iteration copies input to output first; the copy happens
-  before the start timestamp (before the start event on CUDA), so only the
-  collective is timed, as in nccl-tests.
-* ``--warmup-iters`` untimed iterations, then ``--iters`` timed ones. Each rank
-  times every iteration (CUDA events on GPU; ``perf_counter`` after a barrier
-  on CPU) and the slowest rank defines an iteration's time (MAX all_reduce).
-  A repeat's time is the mean over its iterations; ``--repeat`` repeats give
-  min/median/max, and bandwidths use the median.
+* In place, and why: torch.distributed's all_reduce has no out-of-place form
+  (nccl-tests' default). Copying fresh input before every call would put a
+  memory copy between collectives, and on CPU the other ranks' timers would
+  wait for it (measured: about half the bandwidth). So timed rounds reduce a
+  zero buffer (sums of zeros stay exact, no overflow, no denormals) and the
+  results are checked in a separate correctness round.
+* ``--warmup-iters`` untimed iterations, then ``--iters`` timed ones back to
+  back, timed as one loop like nccl-tests (CUDA events on GPU; ``perf_counter``
+  after a barrier on CPU); the slowest rank's time per iteration defines a
+  repeat's time (MAX all_reduce). ``--repeat`` repeats give min/median/max,
+  and bandwidths use the median.
 * ``algbw = bytes / time`` and ``busbw = algbw * 2(n-1)/n`` in GB/s (1e9).
-* Correctness: every rank fills its input with small integers whose sum is
-  exact in the dtype; ``#wrong`` counts output elements, summed over ranks,
-  that differ from the analytically known sum.
+* Correctness: the timed rounds must leave exact zeros; then every rank fills
+  the buffer with small integers whose sum is exact in the dtype, one
+  allreduce runs, and ``#wrong`` counts elements, summed over ranks, that
+  differ from the analytically known sum (compared a chunk at a time).
+* Memory: one message-sized buffer per rank, whatever the sweep.
 
 Exit status: 0 ok, 1 wrong results, 2 bad arguments, 3 a rank failed, timed
 out or never joined (the message names it), 13 injected fault (testing only).
@@ -29,6 +33,7 @@ import argparse
 import math
 import os
 import re
+import resource
 import statistics
 import sys
 import tempfile
@@ -148,31 +153,71 @@ def pattern_params(world_size: int, dtype: torch.dtype) -> tuple[int, int]:
 
 
 def _tile(table: list[int], count: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    one = torch.tensor(table, dtype=dtype, device=device)
-    return one.repeat(math.ceil(count / len(table)))[:count]
+    out = torch.empty(count, dtype=dtype, device=device)
+    fill_periodic(out, torch.tensor(table, dtype=dtype, device=device))
+    return out
+
+
+def rank_table(rank: int, world_size: int, dtype: torch.dtype) -> list[int]:
+    """One period of ``rank``'s input pattern (see :func:`pattern_params`)."""
+    period, stride = pattern_params(world_size, dtype)
+    if rank % stride:
+        return [0] * period
+    return [(k + rank) % period for k in range(period)]
+
+
+def expected_table(world_size: int, dtype: torch.dtype) -> list[int]:
+    """One period of the exact allreduce sum of every rank's pattern."""
+    period, stride = pattern_params(world_size, dtype)
+    # Only r % period matters for a contributor, so count contributors per residue.
+    per_residue = [0] * period
+    for r in range(0, world_size, stride):
+        per_residue[r % period] += 1
+    return [sum(n * ((k + c) % period) for c, n in enumerate(per_residue)) for k in range(period)]
 
 
 def rank_pattern(
     rank: int, world_size: int, dtype: torch.dtype, count: int, device: torch.device | str = "cpu"
 ) -> torch.Tensor:
     """Input buffer of ``rank``: small non-negative integers, see :func:`pattern_params`."""
-    period, stride = pattern_params(world_size, dtype)
-    if rank % stride:
-        return torch.zeros(count, dtype=dtype, device=device)
-    return _tile([(k + rank) % period for k in range(period)], count, dtype, torch.device(device))
+    return _tile(rank_table(rank, world_size, dtype), count, dtype, torch.device(device))
 
 
 def expected_sum(
     world_size: int, dtype: torch.dtype, count: int, device: torch.device | str = "cpu"
 ) -> torch.Tensor:
     """The exact allreduce sum of every rank's :func:`rank_pattern`, computed analytically."""
-    period, stride = pattern_params(world_size, dtype)
-    # Only r % period matters for a contributor, so count contributors per residue.
-    per_residue = [0] * period
-    for r in range(0, world_size, stride):
-        per_residue[r % period] += 1
-    table = [sum(n * ((k + c) % period) for c, n in enumerate(per_residue)) for k in range(period)]
-    return _tile(table, count, dtype, torch.device(device))
+    return _tile(expected_table(world_size, dtype), count, dtype, torch.device(device))
+
+
+# Elements compared at a time: bounds the temporary a check needs, whatever the size.
+_CHECK_CHUNK = 1 << 20
+
+
+def fill_periodic(buf: torch.Tensor, period: torch.Tensor) -> None:
+    """Write ``period`` repeated over ``buf`` in place, allocating nothing message-sized."""
+    p = period.numel()
+    full = buf.numel() // p * p
+    if full:
+        rows = buf[:full].view(-1, p)
+        rows.copy_(period.expand_as(rows))
+    buf[full:].copy_(period[: buf.numel() - full])
+
+
+def count_wrong_periodic(buf: torch.Tensor, period: torch.Tensor) -> int:
+    """Elements of ``buf`` that differ from ``period`` repeated (NaN counts as wrong),
+    compared a chunk at a time so the check costs no message-sized buffer."""
+    p = period.numel()
+    chunk = max(p, _CHECK_CHUNK // p * p)
+    wrong = 0
+    for start in range(0, buf.numel(), chunk):
+        part = buf[start : start + chunk]
+        full = part.numel() // p * p
+        if full:
+            rows = part[:full].view(-1, p)
+            wrong += int(torch.ne(rows, period.expand_as(rows)).sum().item())
+        wrong += int(torch.ne(part[full:], period[: part.numel() - full]).sum().item())
+    return wrong
 
 
 def check_result(tensor: torch.Tensor, expected: torch.Tensor) -> int:
@@ -223,38 +268,28 @@ class AllreduceConfig:
 # -- measurement ---------------------------------------------------------------
 
 
-def _timed_loop(
-    src: torch.Tensor, dst: torch.Tensor, iters: int, guard: CollectiveGuard, what: str
-) -> torch.Tensor:
-    """Per-iteration seconds on this rank, as a float64 tensor on the group's device."""
-    device = dst.device
+def _timed_loop(buf: torch.Tensor, iters: int, guard: CollectiveGuard, what: str) -> float:
+    """Seconds per allreduce on this rank: ``iters`` back-to-back collectives, timed as one
+    loop like nccl-tests, with nothing else between them on any rank."""
     guard.barrier(f"{what} (start barrier)")
-    if device.type == "cuda":
-        starts = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
-        ends = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+    if buf.device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         # Enqueue the whole loop so the GPU never waits for the CPU between
         # iterations; NCCL counts its timeout from enqueue, so one bound covers it.
         with guard.collective(f"{what} ({iters} timed iterations)"):
-            for i in range(iters):
-                dst.copy_(src)
-                starts[i].record()
-                work = dist.all_reduce(dst, async_op=True)
-                work.wait()  # stream-ordered: the end event waits for the collective
-                ends[i].record()
+            start.record()
+            for _ in range(iters):
+                work = dist.all_reduce(buf, async_op=True)
+            end.record()
             work.wait(timeout=guard.timeout)  # blocks the CPU, bounded
-            ends[-1].synchronize()
-        seconds = [s.elapsed_time(e) / 1e3 for s, e in zip(starts, ends, strict=True)]
-        return torch.tensor(seconds, dtype=torch.float64, device=device)
-    seconds = []
+            end.synchronize()
+        return start.elapsed_time(end) / 1e3 / iters
+    t0 = time.perf_counter()
     for _ in range(iters):
-        dst.copy_(src)
         with guard.collective(what):
-            t0 = time.perf_counter()
-            work = dist.all_reduce(dst, async_op=True)
+            work = dist.all_reduce(buf, async_op=True)
             work.wait(timeout=guard.timeout)
-            t1 = time.perf_counter()
-        seconds.append(t1 - t0)
-    return torch.tensor(seconds, dtype=torch.float64, device=device)
+    return (time.perf_counter() - t0) / iters
 
 
 def _inject_fault(config: AllreduceConfig, session: DistSession) -> None:
@@ -287,36 +322,47 @@ def _measure_dtype(
     dtype = DTYPES[dtype_name]
     sizes = sweep_sizes(config.min_bytes, config.max_bytes, config.factor, dtype.itemsize)
     n, device = session.world_size, session.device
-    max_count = sizes[-1] // dtype.itemsize
-    # Allocated once at the largest size; smaller sizes use prefixes, which
-    # carry the same pattern, so one expected buffer serves every size.
-    inp = rank_pattern(session.rank, n, dtype, max_count, device)
-    out = torch.empty_like(inp)
-    expected = expected_sum(n, dtype, max_count, device) if config.check else None
+    # One message-sized buffer per rank, whatever the sweep: the benchmark must
+    # fit beside the memory a real job leaves free. Smaller sizes use prefixes.
+    buf = torch.empty(sizes[-1] // dtype.itemsize, dtype=dtype, device=device)
+    mine = torch.tensor(rank_table(session.rank, n, dtype), dtype=dtype, device=device)
+    expected = torch.tensor(expected_table(n, dtype), dtype=dtype, device=device)
+    zero = torch.zeros(1, dtype=dtype, device=device)
     factor = bus_bandwidth_factor(n)
     rows = []
     for size in sizes:
         count = size // dtype.itemsize
-        src, dst = inp[:count], out[:count]
+        dst = buf[:count]
         what = f"allreduce of {size} B {dtype_name}"
+        # torch's all_reduce works in place; timed rounds reduce zeros, which stay
+        # exact zeros however many rounds run (no overflow, no denormals), so any
+        # non-zero afterwards is corruption. Copying fresh input before each call
+        # would make the other ranks' timers wait for this rank's copy.
+        dst.zero_()
         for _ in range(config.warmup_iters):
-            dst.copy_(src)
             guard.all_reduce(dst, f"{what} (warm-up)")
         if first:
             _inject_fault(config, session)
             first = False
         repeat_s: list[float] = []
-        worst_wrong: int | None = None
         for _ in range(config.repeat):
-            per_iter = _timed_loop(src, dst, config.iters, guard, what)
-            guard.all_reduce(per_iter, f"{what} (collecting times)", op=dist.ReduceOp.MAX)
-            repeat_s.append(float(per_iter.mean().item()))
-            if expected is not None:
-                wrong = torch.tensor(
-                    [check_result(dst, expected[:count])], dtype=torch.int64, device=device
-                )
-                guard.all_reduce(wrong, f"{what} (collecting #wrong)")
-                worst_wrong = max(worst_wrong or 0, int(wrong.item()))
+            mine_s = torch.tensor(
+                [_timed_loop(dst, config.iters, guard, what)], dtype=torch.float64, device=device
+            )
+            # The slowest rank defines the time, as a training step waits for it.
+            guard.all_reduce(mine_s, f"{what} (collecting times)", op=dist.ReduceOp.MAX)
+            repeat_s.append(float(mine_s.item()))
+        worst_wrong: int | None = None
+        if config.check:
+            # Timed rounds must have left zeros; then one reduction of the real
+            # pattern, compared with its analytic sum (nccl-tests' -c).
+            wrong = count_wrong_periodic(dst, zero)
+            fill_periodic(dst, mine)
+            guard.all_reduce(dst, f"{what} (correctness round)")
+            wrong += count_wrong_periodic(dst, expected)
+            total = torch.tensor([wrong], dtype=torch.int64, device=device)
+            guard.all_reduce(total, f"{what} (collecting #wrong)")
+            worst_wrong = int(total.item())
         median_s = statistics.median(repeat_s)
         algbw = size / median_s / 1e9 if median_s > 0 else 0.0
         row = AllreduceMeasurement(
@@ -358,7 +404,7 @@ def format_row(row: AllreduceMeasurement) -> str:
 
 def _preamble(config: AllreduceConfig, session: DistSession) -> list[str]:
     lines = [
-        "# Kiln allreduce, nccl-tests semantics: out-of-place, sum, "
+        "# Kiln allreduce, nccl-tests semantics: in place, sum, "
         f"busbw = algbw * 2(n-1)/n = algbw * {bus_bandwidth_factor(session.world_size):g}",
         f"# world size {session.world_size}, backend {session.backend}, "
         f"torch {torch.__version__}, device {session.device}",
@@ -408,6 +454,7 @@ def run_allreduce(
     if out is not None:
         for line in _preamble(config, session):
             out(line)
+    baseline_rss = _peak_rss_all_ranks(session, guard)
     rows: list[AllreduceMeasurement] = []
     for i, dtype_name in enumerate(config.dtypes):
         rows += _measure_dtype(dtype_name, config, session, guard, emit_row, first=(i == 0))
@@ -421,6 +468,8 @@ def run_allreduce(
         avg_busbw_gbps=statistics.fmean(r.busbw_gbps for r in rows),
         bus_factor=bus_bandwidth_factor(session.world_size),
         settings=settings,
+        peak_rss_bytes=_peak_rss_all_ranks(session, guard),
+        baseline_rss_bytes=baseline_rss,
     )
     if out is not None:
         for line in _summary(metrics, config.check):
@@ -428,6 +477,19 @@ def run_allreduce(
     return AllreduceResult(
         environ=collect_environ(session.hostnames, session.backend), metrics=metrics
     )
+
+
+def _peak_rss_all_ranks(session: DistSession, guard: CollectiveGuard) -> int:
+    """The largest peak RSS of any rank: the benchmark must not need much more than
+    its buffers (input, output, expected), or it would not fit beside a real job."""
+    # ru_maxrss is in KiB on Linux.
+    mine = torch.tensor(
+        [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024],
+        dtype=torch.int64,
+        device=session.device,
+    )
+    guard.all_reduce(mine, "collecting peak memory", op=dist.ReduceOp.MAX)
+    return int(mine.item())
 
 
 # -- command line --------------------------------------------------------------
@@ -453,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description=(
             "Measure allreduce bus bandwidth across all ranks with nccl-tests semantics "
-            "(out-of-place sum, size sweep, busbw = algbw * 2(n-1)/n) and check the results. "
+            "(in-place sum, size sweep, busbw = algbw * 2(n-1)/n) and check the results. "
             "Run one process per GPU (or per CPU rank) under torchrun or a kiln launcher; "
             "it reads RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT. Without "
             "RANK and WORLD_SIZE it runs a single-process group on this machine."
@@ -511,8 +573,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=AllreduceConfig.iters,
         metavar="N",
-        help="timed iterations per repeat; a repeat's time is the mean over them of the "
-        "slowest rank's time (default: 20)",
+        help="timed iterations per repeat, run back to back; a repeat's time is the slowest "
+        "rank's loop time divided by N (default: 20)",
     )
     timing.add_argument(
         "--repeat",

@@ -180,6 +180,11 @@ class AllreduceMetrics:
     settings: dict[str, Any] = field(default_factory=dict)
     """Warm-up/timed iterations, repeats, timeout, check: what a reader needs to
     judge the numbers."""
+    peak_rss_bytes: int | None = None
+    """Largest peak resident memory of any rank (None in older results)."""
+    baseline_rss_bytes: int | None = None
+    """Largest resident memory of any rank before the buffers were allocated
+    (torch itself); peak minus baseline is what the benchmark costs."""
 
     @property
     def wrong_total(self) -> int:
@@ -198,6 +203,8 @@ class AllreduceMetrics:
             avg_busbw_gbps=float(_require(doc, "avg_busbw_gbps", (int, float), "metrics")),
             bus_factor=float(_require(doc, "bus_factor", (int, float), "metrics")),
             settings=dict(doc.get("settings", {})),
+            peak_rss_bytes=doc.get("peak_rss_bytes"),
+            baseline_rss_bytes=doc.get("baseline_rss_bytes"),
         )
 
 

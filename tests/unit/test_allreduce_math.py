@@ -143,3 +143,19 @@ def test_check_catches_a_misplaced_chunk() -> None:
 def test_check_rejects_shape_mismatch() -> None:
     with pytest.raises(ValueError, match="does not match"):
         check_result(torch.zeros(3), torch.zeros(4))
+
+
+def test_periodic_check_counts_exactly_the_corrupted_elements_without_a_full_expected_buffer():
+    from validation.allreduce import count_wrong_periodic, expected_table, fill_periodic
+
+    table = torch.tensor(expected_table(3, torch.float32), dtype=torch.float32)
+    # Odd length: a partial period at the end, and several check chunks.
+    buf = torch.empty(3 * (1 << 20) + 7, dtype=torch.float32)
+    fill_periodic(buf, table)
+    assert count_wrong_periodic(buf, table) == 0
+    assert torch.equal(buf[: table.numel()], table)
+    corrupted = [0, 1 << 20, (1 << 21) + 5, buf.numel() - 1]
+    for i in corrupted:
+        buf[i] += 1
+    buf[17] = float("nan")
+    assert count_wrong_periodic(buf, table) == len(corrupted) + 1
