@@ -21,7 +21,7 @@ import torch.distributed as dist
 
 #: Set by launchers to the logical host name of a rank (inventory name, pod's
 #: node), which is what an operator needs in an error; defaults to gethostname().
-HOST_NAME_ENV = "KILN_HOST_NAME"
+from validation.envvars import HOST_NAME_ENV  # noqa: E402  (re-exported)
 
 
 class RendezvousError(RuntimeError):

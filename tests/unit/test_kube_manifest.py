@@ -15,8 +15,8 @@ def _validate(manifest: dict) -> None:
         kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
     except kubernetes_validate.ValidationError as exc:
         # The library's message embeds the whole schema; the path and reason suffice.
-        path = "/".join(str(p) for p in exc.caught.absolute_path)
-        pytest.fail(f"{manifest['kind']} invalid at {path}: {exc.caught.message}")
+        path = "/".join(str(p) for p in exc.absolute_path)
+        pytest.fail(f"{manifest['kind']} invalid at {path}: {exc.message}")
 
 
 def _gpu_manifests() -> list[dict]:

@@ -17,8 +17,8 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from validation.envvars import HOST_NAME_ENV
 from validation.launch.base import HostSpec, Launcher, LaunchResult
-from validation.rendezvous import HOST_NAME_ENV
 
 # Pod host names are "<job>-<index>" and must be DNS labels (63 chars), so the
 # job name leaves room for the index.

@@ -7,7 +7,11 @@
   EOF and the rank's whole process group is killed. Without a pty, sshd
   would otherwise leave an orphaned rank holding its port and GPU.
 - ``--from-slurm``: map srun's SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID /
-  SLURMD_NODENAME onto the torch.distributed variables the modules read.
+  SLURMD_NODENAME onto the torch.distributed variables the modules read; the
+  rendezvous host is the step's first node, where Slurm puts task 0.
+- ``--emit-result PATH``: after the module exits, rank 0 prints the result
+  document it wrote at PATH as one line starting with ``KILN_RESULT_JSON``,
+  so a launcher that only sees the job's output (srun) still gets it.
 
 Exits with the module's exit status (128 + signal if it was killed).
 """
@@ -15,13 +19,16 @@ Exits with the module's exit status (128 + signal if it was killed).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 
-from validation.rendezvous import HOST_NAME_ENV
+from validation.envvars import HOST_NAME_ENV
+
+RESULT_MARKER = "KILN_RESULT_JSON"
 
 # torch.distributed name <- Slurm name (srun sets these for every task).
 _SLURM_ENV = {
@@ -40,6 +47,16 @@ def slurm_environment(environ: dict[str, str]) -> dict[str, str]:
     env = dict(environ)
     for torch_name, slurm_name in _SLURM_ENV.items():
         env[torch_name] = environ[slurm_name]
+    if "MASTER_ADDR" not in env:
+        nodelist = environ.get("SLURM_STEP_NODELIST") or environ.get("SLURM_JOB_NODELIST", "")
+        hosts = subprocess.run(
+            ["scontrol", "show", "hostnames", nodelist],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.split()
+        env["MASTER_ADDR"] = hosts[0]
     # Tasks per node: "2(x3)" style lists are uniform here (one layout per job).
     per_node = environ.get("SLURM_NTASKS_PER_NODE", environ.get("SLURM_TASKS_PER_NODE", "1"))
     env["LOCAL_WORLD_SIZE"] = per_node.split("(")[0].split(",")[0]
@@ -54,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--from-slurm", action="store_true", help="map srun's task variables")
     parser.add_argument("--watch-stdin", action="store_true", help="die when stdin closes")
+    parser.add_argument("--emit-result", metavar="PATH", help="rank 0 prints this JSON at exit")
     parser.add_argument("module", help="the validation module to run, e.g. validation.allreduce")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="its arguments")
     opts = parser.parse_args(argv)
@@ -75,6 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     if opts.watch_stdin:
         threading.Thread(target=kill_on_eof, daemon=True).start()
     code = child.wait()
+    if opts.emit_result and env.get("RANK") == "0":
+        try:
+            with open(opts.emit_result) as handle:
+                document = json.load(handle)
+            os.unlink(opts.emit_result)
+            print(RESULT_MARKER, json.dumps(document, separators=(",", ":")), flush=True)
+        except (OSError, ValueError):
+            pass  # no result: the launcher reports rank 0's exit and error instead
     return 128 - code if code < 0 else code
 
 

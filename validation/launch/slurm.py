@@ -1,0 +1,214 @@
+"""Run ranks as one Slurm job step: `srun` on a login host, reached over OpenSSH.
+
+The step asks for exactly the given hosts with ``slots`` tasks each
+(``--nodelist``, ``--ntasks-per-node``, block distribution, so ranks are
+numbered node by node); every task runs ``validation.launch.rank
+--from-slurm``, which maps srun's task variables onto torch.distributed's.
+Output comes back labelled by task (``--label``) and is split per rank; rank 0
+prints its result document on its output, so nothing is fetched afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import shlex
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from validation.launch.base import (
+    HostSpec,
+    Launcher,
+    LaunchResult,
+    RankOutcome,
+    assign_ranks,
+    with_json_arg,
+)
+from validation.launch.rank import RESULT_MARKER
+
+# "srun: error: sc2: task 2: Exited with exit code 3" / "... task 1: Killed"
+_TASK_ERROR = re.compile(r"srun: error: (\S+): tasks? ([\d,\-]+): (.*)")
+_LABEL = re.compile(r"^\s*(\d+): ?(.*)$")
+
+
+class SlurmLauncher(Launcher):
+    """``srun`` on ``login_host`` (an ssh destination), bounded by ``wall_timeout_s``."""
+
+    def __init__(
+        self,
+        login_host: str,
+        ssh_config: str | Path | None = None,
+        python: str = "/opt/kiln/venv/bin/python",
+        remote_dir: str = "/opt/kiln",
+        partition: str | None = None,
+        wall_timeout_s: float = 600.0,
+        workdir: str | Path | None = None,
+    ) -> None:
+        self.login_host = login_host
+        self.ssh_config = str(ssh_config) if ssh_config else None
+        self.remote_python = python
+        self.remote_dir = remote_dir
+        self.partition = partition
+        self.wall_timeout_s = wall_timeout_s
+        self.workdir = Path(workdir) if workdir is not None else None
+
+    def srun_command(
+        self,
+        module: str,
+        args: Sequence[str],
+        hosts: Sequence[HostSpec],
+        env: Mapping[str, str],
+        json_path: str,
+    ) -> str:
+        """The shell command run on the login host."""
+        slots = {h.slots for h in hosts}
+        if len(slots) != 1:
+            raise ValueError("srun needs the same number of slots on every host")
+        minutes = max(1, math.ceil(self.wall_timeout_s / 60))
+        exports = ",".join(["ALL", *(f"{k}={v}" for k, v in sorted(env.items()))])
+        srun = [
+            "srun",
+            f"--nodes={len(hosts)}",
+            f"--ntasks-per-node={slots.pop()}",
+            f"--nodelist={','.join(h.name for h in hosts)}",
+            "--distribution=block",
+            "--label",
+            "--kill-on-bad-exit=0",
+            f"--time={minutes}",
+            f"--export={exports}",
+            f"--chdir={self.remote_dir}",
+            *([f"--partition={self.partition}"] if self.partition else []),
+            self.remote_python,
+            "-m",
+            "validation.launch.rank",
+            "--from-slurm",
+            "--emit-result",
+            json_path,
+            "--",
+            module,
+            *args,
+        ]
+        # `timeout` on the login host: srun must not outlive a launcher that gave up.
+        return (
+            f"timeout --signal=TERM --kill-after=10 {int(self.wall_timeout_s)} {shlex.join(srun)}"
+        )
+
+    def launch(
+        self,
+        module: str,
+        args: Sequence[str],
+        hosts: Sequence[HostSpec],
+        env: Mapping[str, str] | None = None,
+    ) -> LaunchResult:
+        slots = assign_ranks(hosts)
+        workdir = self.workdir or Path(tempfile.mkdtemp(prefix="kiln-slurm-"))
+        workdir.mkdir(parents=True, exist_ok=True)
+        args, json_path = with_json_arg(
+            args, f"/tmp/kiln-launch-{random.getrandbits(48):012x}.json"
+        )
+        # Per-host env is the same for every host of a step (srun exports one set).
+        step_env = {"MASTER_PORT": str(random.randint(29500, 29999)), **(env or {})}
+        for host in hosts:
+            step_env.update(host.env)
+        command = self.srun_command(module, args, hosts, step_env, json_path)
+        ssh = [
+            "ssh",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=10",
+            *(["-F", self.ssh_config] if self.ssh_config else []),
+            self.login_host,
+            command,
+        ]
+        start = time.monotonic()
+        killed = None
+        try:
+            proc = subprocess.run(
+                ssh,
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=self.wall_timeout_s + 30,
+                stdin=subprocess.DEVNULL,
+            )
+            stdout, stderr, code = proc.stdout, proc.stderr, proc.returncode
+        except subprocess.TimeoutExpired as exc:
+            stdout = _text(exc.stdout)
+            stderr = _text(exc.stderr)
+            code, killed = None, f"wall-clock limit of {self.wall_timeout_s:g} s"
+        per_rank_out = _split_labelled(stdout, len(slots))
+        per_rank_err = _split_labelled(stderr, len(slots))
+        codes = _task_exit_codes(stderr, len(slots), code, killed is not None)
+        result = None
+        outcomes = []
+        for slot in slots:
+            out_path = workdir / f"rank{slot.rank}.stdout"
+            err_path = workdir / f"rank{slot.rank}.stderr"
+            lines = per_rank_out[slot.rank]
+            for line in lines:
+                if line.startswith(RESULT_MARKER):
+                    result = json.loads(line[len(RESULT_MARKER) :])
+            out_path.write_text(
+                "".join(f"{line}\n" for line in lines if not line.startswith(RESULT_MARKER))
+            )
+            err_path.write_text("".join(f"{line}\n" for line in per_rank_err[slot.rank]))
+            outcomes.append(
+                RankOutcome(slot.rank, slot.host.name, codes[slot.rank], killed, out_path, err_path)
+            )
+        (workdir / "srun.stderr").write_text(stderr)
+        return LaunchResult(outcomes, result, time.monotonic() - start, workdir)
+
+
+def _text(data: bytes | str | None) -> str:
+    if data is None:
+        return ""
+    return data.decode(errors="replace") if isinstance(data, bytes) else data
+
+
+def _split_labelled(text: str, ranks: int) -> list[list[str]]:
+    """srun --label output ("2: line") split per task; unlabelled lines go to every rank
+    (they are srun's own messages, which concern the whole step)."""
+    out: list[list[str]] = [[] for _ in range(ranks)]
+    for line in text.splitlines():
+        match = _LABEL.match(line)
+        if match and int(match.group(1)) < ranks:
+            out[int(match.group(1))].append(match.group(2))
+        elif line.strip():
+            for lines in out:
+                lines.append(line)
+    return out
+
+
+def _task_exit_codes(
+    stderr: str, ranks: int, step_code: int | None, killed: bool
+) -> list[int | None]:
+    """Each task's exit status from srun's error lines; tasks not named exited 0."""
+    if killed:
+        return [None] * ranks
+    codes: list[int | None] = [0] * ranks
+    for match in _TASK_ERROR.finditer(stderr):
+        tasks = _expand(match.group(2))
+        what = match.group(3)
+        code_match = re.search(r"exit code (\d+)", what)
+        code = int(code_match.group(1)) if code_match else 137  # "Killed" / signalled
+        for task in tasks:
+            if task < ranks:
+                codes[task] = code
+    if step_code not in (0, None) and all(c == 0 for c in codes):
+        # srun itself failed (allocation refused, bad node list): no task ran.
+        codes = [step_code] * ranks
+    return codes
+
+
+def _expand(spec: str) -> list[int]:
+    tasks = []
+    for part in spec.split(","):
+        low, _, high = part.partition("-")
+        tasks += range(int(low), int(high or low) + 1)
+    return tasks
