@@ -29,6 +29,9 @@ _VERSION = re.compile(r"^\d+(\.\d+){1,3}(-\d+)?$")
 # Short tag that prefixes every kernel object of a lab (interface names are
 # limited to 15 characters, so it must stay short).
 _LAB_ID = re.compile(r"^[a-z][a-z0-9]{0,5}$")
+# One word: the model names the Slurm GRES type (`Gres=gpu:<type>:<n>`), where
+# spaces, ':' and ',' would split the specification.
+_GPU_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 def _hostname(value: str) -> str:
@@ -46,8 +49,18 @@ def _version(value: str) -> str:
     return value
 
 
+def _gpu_model(value: str) -> str:
+    if not _GPU_MODEL.match(value):
+        raise ValueError(
+            f"{value!r} is not a GPU model name: one word of letters, digits, '.', '_' "
+            "or '-' (e.g. 'H100-SXM5-80GB'); it becomes the Slurm GRES type"
+        )
+    return value
+
+
 Hostname = Annotated[str, AfterValidator(_hostname)]
 Version = Annotated[str, AfterValidator(_version)]
+GpuModel = Annotated[str, AfterValidator(_gpu_model)]
 
 
 class _Model(BaseModel):
@@ -105,7 +118,7 @@ class SshSettings(_Model):
 class GpuSettings(_Model):
     """What each node of a GPU pool carries, and the driver stack pinned for it."""
 
-    model: str = Field(min_length=1)
+    model: GpuModel
     per_node: int = Field(ge=1, le=16)
     driver: Version
     cuda: Version | None = None

@@ -83,7 +83,7 @@ def pool_vars(cluster: Cluster, pool: NodePool) -> dict[str, Any]:
 
 
 def cluster_vars(cluster: Cluster) -> dict[str, Any]:
-    """Variables every host sees: the shared storage and where its server is."""
+    """Variables every host sees: shared storage (and where its server is), monitoring."""
     storage = cluster.storage
     server = storage.server
     if storage.kind == "glusterfs" and server is None:
@@ -95,6 +95,10 @@ def cluster_vars(cluster: Cluster) -> dict[str, Any]:
         "shared_storage_export": storage.export or "kiln",
         "shared_storage_mount_point": storage.mount_point,
         "shared_storage_options": list(storage.options),
+        # Monitoring: the Prometheus server on the controller and what it keeps.
+        "prometheus_enabled": cluster.monitoring.prometheus,
+        "prometheus_retention": cluster.monitoring.retention,
+        "prometheus_dcgm_enabled": cluster.monitoring.dcgm_exporter,
     }
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import ansible_runner
 
+from kiln import secrets
 from kiln.config import Cluster
 from kiln.errors import UsageError
 from kiln.inventory import access_for, build_inventory
@@ -84,6 +85,11 @@ def provision(
         raise UsageError(f"--limit: no such host(s) {', '.join(unknown)} in stack {cluster.name}")
     targets = sorted(limit) if limit else [h.name for h in cluster.hosts]
     inventory = build_inventory(cluster, access_for(cluster))
+    # Cluster secrets (the munge key) come from this machine's secret store unless
+    # the caller brings them (Pulumi, from stack state). They travel only as extra
+    # vars: ansible-runner keeps those in its private run directory (0700, deleted
+    # below), never in the artifacts; the roles handle them with no_log.
+    extravars = {**secrets.provision_vars(cluster, extra_vars), **(extra_vars or {})}
     base = state_root() / "provision" / cluster.name
     base.mkdir(parents=True, exist_ok=True)
     result = ProvisionResult()
@@ -108,7 +114,7 @@ def provision(
             playbook=str(playbook),
             inventory=inventory,
             limit=",".join(targets),
-            extravars=extra_vars or {},
+            extravars=extravars,
             forks=forks,
             quiet=True,
             event_handler=handle,

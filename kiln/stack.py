@@ -161,6 +161,8 @@ def cross_checks(cluster: Cluster) -> list[Problem]:
             )
     if cluster.lab_pools:
         problems += _lab_address_problems(cluster)
+    if cluster.scheduler == "slurm":
+        problems += _slurm_problems(cluster)
     return problems
 
 
@@ -192,6 +194,45 @@ def _duplicates(items: Iterable[tuple[str, str]], what: str) -> list[Problem]:
             )
         else:
             first_seen[value] = path
+    return problems
+
+
+def _slurm_problems(cluster: Cluster) -> list[Problem]:
+    """Slurm gets one partition per pool of compute hosts; none may be empty.
+
+    Pools without compute hosts (a controller or storage pool) are service pools,
+    not partitions. A GPU pool is always meant to run jobs, so a GPU pool with no
+    compute host would be a partition with no nodes. (A compute host listed twice
+    is already a duplicate host name.)
+    """
+    pools = "kiln:cluster.nodePools"
+    problems = []
+    if not any("compute" in h.roles for h in cluster.hosts):
+        problems.append(
+            Problem(
+                pools,
+                "scheduler slurm needs at least one host with role 'compute' "
+                "(a partition with no nodes cannot run jobs)",
+            )
+        )
+    for i, pool in enumerate(cluster.node_pools):
+        if pool.gpu and not any("compute" in h.roles for h in pool.hosts):
+            problems.append(
+                Problem(
+                    f"{pools}[{i}].hosts",
+                    f"pool {pool.name!r} has GPUs but no host with role 'compute': "
+                    "its Slurm partition would have no nodes",
+                )
+            )
+    controllers = [(path, h) for path, h in _host_paths(cluster) if "controller" in h.roles]
+    for path, host in controllers[1:]:
+        problems.append(
+            Problem(
+                f"{path}.roles",
+                f"{host.name!r} would be a second Slurm controller: Kiln runs one slurmctld "
+                f"(on {controllers[0][1].name!r})",
+            )
+        )
     return problems
 
 

@@ -267,3 +267,79 @@ def test_secret_values_never_appear_in_error_output(tmp_path: Path):
     assert result.returncode == 2
     assert "c2VjcmV0" not in result.stderr + result.stdout
     assert "kiln:cluster.nodePools[0].ssh.privateKeyy: unknown key" in result.stderr
+
+
+def _gpu(model: str = "H100-SXM5-80GB") -> dict:
+    return {"model": model, "perNode": 8, "driver": "550.127.08", "nccl": "2.21.5"}
+
+
+@pytest.mark.parametrize(
+    ("cluster", "expected"),
+    [
+        (
+            _edit("nodePools.0.gpu", _gpu("RTX 6000 Ada")),
+            "kiln:cluster.nodePools[0].gpu.model: 'RTX 6000 Ada' is not a GPU model name",
+        ),
+        (
+            _edit("nodePools.0.gpu", _gpu("h100:sxm")),
+            "kiln:cluster.nodePools[0].gpu.model: 'h100:sxm' is not a GPU model name",
+        ),
+        (
+            _edit(
+                "nodePools.0.hosts", [{"name": "c1", "address": "10.0.0.5", "roles": ["storage"]}]
+            ),
+            "kiln:cluster.nodePools: scheduler slurm needs at least one host with role 'compute'",
+        ),
+        (
+            _edit(
+                "nodePools.0.hosts",
+                [
+                    {"name": "ctl1", "address": "10.0.0.5", "roles": ["controller"]},
+                    {"name": "ctl2", "address": "10.0.0.6", "roles": ["controller", "compute"]},
+                ],
+            ),
+            "kiln:cluster.nodePools[0].hosts[1].roles: 'ctl2' would be a second Slurm controller",
+        ),
+    ],
+)
+def test_slurm_mistakes_fail_before_any_host_changes(cluster, expected):
+    problems = _problems(cluster)
+    assert any(p.startswith(expected) for p in problems), problems
+
+
+def test_gpu_pool_without_compute_hosts_would_be_an_empty_partition():
+    cluster = _static_cluster()
+    cluster["nodePools"].append(
+        {
+            "name": "h100",
+            "provider": "static",
+            "hosts": [{"name": "gpu009", "address": "10.0.0.19", "roles": ["storage"]}],
+            "ssh": {"user": "ubuntu", "privateKeyPath": "/keys/id"},
+            "gpu": _gpu(),
+        }
+    )
+    assert _problems(cluster) == [
+        "kiln:cluster.nodePools[1].hosts: pool 'h100' has GPUs but no host with role "
+        "'compute': its Slurm partition would have no nodes"
+    ]
+    # Kubernetes has no partitions: the same pools are fine there.
+    cluster["scheduler"] = "kubernetes"
+    assert cluster_from_document({"config": {"kiln:cluster": cluster}}, "test").name == "t"
+
+
+def test_a_compute_host_listed_in_two_pools_is_a_duplicate_host():
+    cluster = _static_cluster()
+    second = copy.deepcopy(cluster["nodePools"][0])
+    second["name"] = "gpu2"
+    second["hosts"] = [{"name": "gpu002", "address": "10.0.0.22"}]
+    cluster["nodePools"].append(second)
+    assert (
+        "kiln:cluster.nodePools[1].hosts[0].name: duplicate host name 'gpu002' "
+        "(first at kiln:cluster.nodePools[0].hosts[1].name)"
+    ) in _problems(cluster)
+
+
+def test_a_service_pool_without_compute_hosts_is_not_a_partition():
+    # Staging keeps its controller in a pool of its own: valid for Slurm.
+    cluster = load_stack("staging", STACKS)
+    assert [h.roles for h in cluster.node_pools[0].hosts] == [["controller"]]

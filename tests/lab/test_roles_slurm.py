@@ -1,0 +1,227 @@
+"""munge and slurm through roles/site.yml on a controller and two computes: jobs run, failures show.
+
+The lab is what `kiln provision` makes of a stack: sctl (controller) runs
+slurmctld and the Prometheus server, sc1 and sc2 (compute) run slurmd. Tests
+that stop daemons or rotate the key come last and put things back.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from kiln import secrets
+from kiln.lab.lab import Lab
+from kiln.lab.layout import state_root
+from tests.conftest import REPO
+from tests.lab.conftest import assert_converged, assert_idempotent, converge, host
+
+pytestmark = pytest.mark.lab
+
+HOSTS = [{"name": "sctl", "roles": ["controller"]}, {"name": "sc1"}, {"name": "sc2"}]
+COMPUTES = ["sc1", "sc2"]
+SLURM_ROLES = ["munge", "slurm"]
+
+T = TypeVar("T")
+
+
+def wait_for(what: str, probe: Callable[[], T], done: Callable[[T], bool], timeout_s: float) -> T:
+    """Poll `probe` every few seconds until `done(value)`; fail naming the last value."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = probe()
+        if done(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: still {value!r} after {timeout_s:.0f} s")
+        time.sleep(3)
+
+
+@pytest.fixture(scope="module")
+def lab(lab_factory) -> Iterator[Lab]:
+    lab = lab_factory(HOSTS, "ks5", "10.77.96.0/24")
+    # A new lab is a new cluster: a key of its own, artifacts of these runs only.
+    leftovers = [secrets.secrets_dir(lab.cluster.name), artifacts_dir(lab).parent]
+    for directory in leftovers:
+        shutil.rmtree(directory, ignore_errors=True)
+    assert_converged(converge(lab))
+    yield lab
+    for directory in leftovers:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def artifacts_dir(lab: Lab) -> Path:
+    """Where kiln.provision keeps ansible-runner's artifacts (the last 10 runs)."""
+    return state_root() / "provision" / lab.cluster.name / "artifacts"
+
+
+def node_states(lab: Lab) -> dict[str, str]:
+    out = host(lab, "sctl").check_output("sinfo --noheader --Node --format='%N %t'")
+    return dict(line.split() for line in out.splitlines())
+
+
+def test_second_converge_changes_nothing(lab: Lab):
+    assert_idempotent(converge(lab))
+
+
+def test_daemons_run_where_the_inventory_says(lab: Lab):
+    controller = host(lab, "sctl")
+    assert controller.service("slurmctld").is_running
+    assert controller.service("slurmctld").is_enabled
+    assert not controller.package("slurmd").is_installed, "the controller is no compute node"
+    for name in COMPUTES:
+        node = host(lab, name)
+        assert node.service("slurmd").is_running and node.service("slurmd").is_enabled, name
+        assert not node.package("slurmctld").is_installed, name
+    for name in ["sctl", *COMPUTES]:
+        assert host(lab, name).service("munge").is_running, name
+
+
+def test_every_host_holds_the_cluster_key_kept_on_this_machine(lab: Lab):
+    path = secrets.munge_key_path(lab.cluster.name)
+    assert REPO not in path.parents
+    assert path.stat().st_mode & 0o777 == 0o400
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+    local = hashlib.sha256(path.read_bytes()).hexdigest()
+    for name in ["sctl", *COMPUTES]:
+        key = host(lab, name).file("/etc/munge/munge.key")
+        assert (key.sha256sum, key.mode, key.user) == (local, 0o400, "munge"), name
+
+
+def test_a_credential_made_on_the_controller_is_accepted_on_the_computes(lab: Lab):
+    for name in COMPUTES:
+        credential = host(lab, "sctl").check_output("munge --no-input")
+        decoded = host(lab, name).run(f"echo '{credential}' | unmunge")
+        assert decoded.rc == 0, decoded.stderr
+        assert "STATUS:          Success (0)" in decoded.stdout
+
+
+def test_nodes_are_described_from_their_facts(lab: Lab):
+    node = host(lab, "sc1")
+    cpus = int(node.check_output("nproc"))
+    mem_total_mb = int(node.check_output("awk '/^MemTotal/ {print $2}' /proc/meminfo")) // 1024
+    shown = host(lab, "sctl").check_output("scontrol show node sc1")
+    fields = dict(re.findall(r"(\w+)=(\S+)", shown))
+    assert int(fields["CPUTot"]) == cpus
+    # Below what slurmd measures (3 % headroom), so the node never drains itself.
+    assert int(fields["RealMemory"]) == int(mem_total_mb * 0.97)
+    assert fields["Partitions"] == "lab"
+    assert fields["NodeAddr"] == next(str(h.address) for h in lab.hosts if h.name == "sc1")
+
+
+def test_sinfo_shows_every_compute_idle(lab: Lab):
+    states = wait_for(
+        "sinfo", lambda: node_states(lab), lambda s: s == {"sc1": "idle", "sc2": "idle"}, 60
+    )
+    assert "sctl" not in states
+
+
+def test_srun_runs_on_both_computes(lab: Lab):
+    result = host(lab, "sctl").run("srun --nodes=2 --time=1 hostname")
+    assert result.rc == 0, result.stderr
+    assert sorted(result.stdout.split()) == COMPUTES
+
+
+def test_bad_settings_fail_before_any_host_changes(lab: Lab):
+    result = converge(lab, SLURM_ROLES, extra_vars={"slurm_memory_headroom_percent": 80})
+    assert not result.succeeded
+    assert any("slurm_memory_headroom_percent must be between 0 and 50" in e for e in result.errors)
+    assert {name: h.changed for name, h in result.hosts.items()} == dict.fromkeys(
+        ["sctl", *COMPUTES], 0
+    )
+
+
+def test_scheduling_settings_apply_live_without_restarting_daemons(lab: Lab):
+    def pids() -> dict[str, str]:
+        daemons = {"sctl": "slurmctld", "sc1": "slurmd", "sc2": "slurmd"}
+        return {
+            name: host(lab, name).check_output(f"systemctl show --property=MainPID {daemon}")
+            for name, daemon in daemons.items()
+        }
+
+    def slurmd_timeout() -> str:
+        return host(lab, "sctl").check_output("scontrol show config | grep '^SlurmdTimeout'")
+
+    before = pids()
+    try:
+        assert_converged(converge(lab, SLURM_ROLES, extra_vars={"slurm_slurmd_timeout": 240}))
+        assert slurmd_timeout().endswith("= 240 sec")
+        assert pids() == before, "scontrol reconfigure must do, not a restart"
+    finally:
+        assert_converged(converge(lab, SLURM_ROLES))
+    assert slurmd_timeout().endswith("= 300 sec")
+
+
+def test_rotating_the_key_takes_the_explicit_variable(lab: Lab):
+    name = lab.cluster.name
+    old = hashlib.sha256(secrets.read_munge_key(name)).hexdigest()
+    new = hashlib.sha256(secrets.rotate_munge_key(name)).hexdigest()
+
+    refused = converge(lab, ["munge"])
+    assert not refused.succeeded
+    assert all("munge_rotate_key=true" in e for e in refused.errors), refused.errors
+    for node in ["sctl", *COMPUTES]:
+        assert host(lab, node).file("/etc/munge/munge.key").sha256sum == old, node
+
+    assert_converged(converge(lab, ["munge"], extra_vars={"munge_rotate_key": True}))
+    for node in ["sctl", *COMPUTES]:
+        assert host(lab, node).file("/etc/munge/munge.key").sha256sum == new, node
+    # Slurm goes on authenticating with the new key.
+    result = host(lab, "sctl").run("srun --nodes=2 --time=1 hostname")
+    assert result.rc == 0, result.stderr
+    # And a plain run afterwards changes nothing: the new key is now the key.
+    assert_idempotent(converge(lab, ["munge"]))
+
+
+def test_a_stopped_slurmd_shows_its_node_not_responding(lab: Lab):
+    sc2 = host(lab, "sc2")
+    sc2.run_test("systemctl stop slurmd")
+    try:
+        # slurmctld pings every SlurmdTimeout/3 (100 s): "*" marks a node
+        # that did not answer, "down" one silent for SlurmdTimeout.
+        states = wait_for(
+            "sc2 after stopping slurmd",
+            lambda: node_states(lab),
+            lambda s: s["sc2"].endswith("*") or s["sc2"].startswith("down"),
+            200,
+        )
+        assert states["sc1"] == "idle"
+        shown = host(lab, "sctl").check_output("scontrol show node sc2")
+        assert "NOT_RESPONDING" in shown or "State=DOWN" in shown, shown
+    finally:
+        sc2.run_test("systemctl start slurmd")
+    # Back by itself once slurmd registers again (ReturnToService=2).
+    wait_for("sc2 after restarting slurmd", lambda: node_states(lab)["sc2"], "idle".__eq__, 120)
+
+
+def test_the_munge_key_never_appears_in_runner_artifacts(lab: Lab):
+    directory = secrets.secrets_dir(lab.cluster.name)
+    keys = [p.read_bytes() for p in directory.iterdir() if p.name.startswith("munge.key")]
+    assert len(keys) == 2, "the current key and the one rotated out"
+    forbidden = []
+    for key in keys:
+        text = key.decode("utf-8", "surrogateescape")
+        forbidden += [
+            key[:24],
+            base64.b64encode(key),
+            base64.b64encode(key)[:32],
+            key.hex().encode(),
+            # What a JSON event would hold had the decoded key leaked into one.
+            json.dumps(text)[1:40].encode(),
+        ]
+    artifacts = artifacts_dir(lab)
+    # Every run of this module, the first (which installed the key) included.
+    assert 2 <= len(list(artifacts.iterdir())) < 10, "runs rotated out of the artifacts"
+    files = [p for p in artifacts.rglob("*") if p.is_file()]
+    assert len(files) > 20, f"expected the runs' artifacts under {artifacts}"
+    leaks = [str(p) for p in files for needle in forbidden if needle in p.read_bytes()]
+    assert leaks == []
