@@ -76,3 +76,16 @@ def wait_until_reachable(target: SshTarget, deadline_s: float) -> paramiko.SSHCl
             last = str(exc)
             time.sleep(0.5)
     raise KilnError(f"{target.name}: not reachable over SSH after {deadline_s:.0f} s: {last}")
+
+
+def ssh_config(targets: list[SshTarget]) -> str:
+    """An OpenSSH client config naming every target (by name and by address), with its
+    key and its known_hosts, host keys verified: what `ssh -F` and the launchers use."""
+    blocks = []
+    for t in targets:
+        blocks.append(
+            f"Host {t.name} {t.address}\n  HostName {t.address}\n  Port {t.port}\n"
+            f"  User {t.user}\n  IdentityFile {t.key_file}\n  IdentitiesOnly yes\n"
+            f"  UserKnownHostsFile {t.known_hosts}\n  StrictHostKeyChecking yes\n"
+        )
+    return "\n".join(blocks)

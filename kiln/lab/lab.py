@@ -217,17 +217,12 @@ class Lab:
 
     def _write_ssh_client_files(self) -> None:
         """known_hosts with each node's generated key, and an ssh_config naming the nodes."""
-        known, config = [], []
+        known = []
         for host in self.hosts:
             key = node.host_public_key(self._paths(host.name)).split()
             known.append(f"{host.address},{host.name} {key[0]} {key[1]}")
-            config.append(
-                f"Host {host.name} {host.address}\n  HostName {host.address}\n  User {self.user}\n"
-                f"  IdentityFile {self.layout.private_key}\n  IdentitiesOnly yes\n"
-                f"  UserKnownHostsFile {self.layout.known_hosts}\n  StrictHostKeyChecking yes\n"
-            )
         self.layout.known_hosts.write_text("\n".join(known) + "\n")
-        self.layout.ssh_config.write_text("\n".join(config))
+        self.layout.ssh_config.write_text(ssh.ssh_config(self.targets()))
 
     # -- down --------------------------------------------------------------------
 
