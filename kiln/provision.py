@@ -7,6 +7,7 @@ Pulumi Provisioning resource both call it, so what the CLI does and what
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -131,6 +132,7 @@ def provision(
             },
         )
         result.artifacts = Path(runner.config.artifact_dir)
+        _scrub_environment(result.artifacts)
         stats = runner.stats or {}
     for name in targets:
         result.hosts[name] = HostSummary(
@@ -141,7 +143,30 @@ def provision(
             skipped=stats.get("skipped", {}).get(name, 0),
         )
     if not stats and not result.errors:
+        # Ansible stopped before any host (a syntax error, a missing role): its
+        # own last words say what, and they are in the run's stdout.
+        stdout = result.artifacts / "stdout"
+        tail = (
+            stdout.read_text(errors="replace").strip().splitlines()[-3:] if stdout.is_file() else []
+        )
         result.errors.append(
-            f"ansible-runner ended with status {runner.status}; see {result.artifacts}"
+            f"ansible-runner ended with status {runner.status}: {' | '.join(tail)} "
+            f"(see {result.artifacts})"
         )
     return result
+
+
+def _scrub_environment(artifacts: Path) -> None:
+    """Drop the environment ansible-runner records in the `command` artifact.
+
+    It copies this process's whole environment there: cloud credentials and
+    Pulumi tokens of whoever ran `pulumi up` would sit on disk for every run.
+    """
+    command = artifacts / "command"
+    try:
+        record = json.loads(command.read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(record, dict) and "env" in record:
+        record["env"] = {"note": "removed by kiln: the environment may hold secrets"}
+        command.write_text(json.dumps(record))

@@ -21,7 +21,10 @@ KEY_PREFIX = "kiln:"
 # Top-level keys Pulumi itself writes into stack files; anything else is a typo.
 _PULUMI_STACK_KEYS = {"config", "secretsprovider", "encryptedkey", "encryptionsalt", "environment"}
 # The only `kiln:*` config keys; an unknown one is an error, not ignored.
-_KILN_KEYS = {"cluster"}
+# `kubeconfig` (a Pulumi secret, Kubernetes stacks) and `gpuDriverOwner` are read
+# by the Pulumi program beside the cluster model.
+_KILN_KEYS = {"cluster", "kubeconfig", "gpuDriverOwner"}
+_DRIVER_OWNERS = ("roles", "operator")
 # Lab hosts without an explicit address get one from here up, in file order.
 _FIRST_LAB_HOST = 10
 
@@ -114,6 +117,14 @@ def cluster_from_keys(keys: Mapping[str, Any], source: str) -> Cluster:
         for key in keys
         if key not in _KILN_KEYS
     ]
+    owner = keys.get("gpuDriverOwner", "roles")
+    if owner not in _DRIVER_OWNERS:
+        problems.append(
+            Problem(
+                f"{KEY_PREFIX}gpuDriverOwner",
+                f"must be one of {list(_DRIVER_OWNERS)}: who installs the GPU driver",
+            )
+        )
     if "cluster" not in keys:
         problems.append(Problem(f"{KEY_PREFIX}cluster", "missing: the stack has no cluster"))
         raise ConfigError(source, problems)
@@ -157,6 +168,26 @@ def cross_checks(cluster: Cluster) -> list[Problem]:
                     f"{pools}[{i}].ssh",
                     "missing SSH key: set privateKeyPath (CLI) or privateKey (Pulumi secret); "
                     "Kiln never falls back to whatever key is on this machine",
+                )
+            )
+    storage = cluster.storage
+    if (
+        storage.kind == "glusterfs"
+        and not storage.server
+        and not any("storage" in h.roles for h in cluster.hosts)
+    ):
+        problems.append(
+            Problem(
+                "kiln:cluster.storage.server",
+                "glusterfs needs a server: set it, or give a host the role 'storage'",
+            )
+        )
+    for i, pool in enumerate(cluster.node_pools):
+        if pool.rdma.required and pool.rdma.fabric == "none":
+            problems.append(
+                Problem(
+                    f"kiln:cluster.nodePools[{i}].rdma.required",
+                    "RDMA is required but fabric is 'none': set infiniband or roce",
                 )
             )
     if cluster.lab_pools:

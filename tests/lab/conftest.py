@@ -8,6 +8,7 @@ module's lab.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -18,8 +19,9 @@ import pytest
 import testinfra
 import yaml
 
+from kiln import secrets
 from kiln.lab.lab import Lab, teardown
-from kiln.lab.layout import LabLayout
+from kiln.lab.layout import LabLayout, state_root
 from kiln.provision import ProvisionResult, provision
 from kiln.stack import load_stack
 from tests.conftest import write_stack
@@ -75,6 +77,9 @@ def lab_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     yield start
     for lab in started:
         teardown(lab.layout)
+        # A test lab is a throwaway cluster: its munge key and run records go too.
+        shutil.rmtree(secrets.secrets_dir(lab.cluster.name), ignore_errors=True)
+        shutil.rmtree(state_root() / "provision" / lab.cluster.name, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

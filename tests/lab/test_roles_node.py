@@ -8,6 +8,7 @@ import urllib.request
 import pytest
 
 from kiln.lab.lab import Lab
+from kiln.provision import provision
 from tests.lab.conftest import assert_converged, assert_idempotent, converge, host
 
 pytestmark = pytest.mark.lab
@@ -71,3 +72,24 @@ def test_node_exporter_serves_metrics_and_textfile_metrics(lab: Lab):
         body = urllib.request.urlopen(f"http://{address}:9100/metrics", timeout=10).read().decode()
         assert 'kiln_probe{source="test"} 42' in body
         assert "node_cpu_seconds_total" in body
+
+
+def test_secrets_in_the_environment_never_reach_provisioning_artifacts(lab: Lab, monkeypatch):
+    token = "pul-" + "7f3a9c2e" * 5  # what PULUMI_ACCESS_TOKEN looks like
+    monkeypatch.setenv("PULUMI_ACCESS_TOKEN", token)
+    result = converge(lab, ROLES)
+    assert_converged(result)
+    leaked = [
+        p
+        for p in result.artifacts.rglob("*")
+        if p.is_file() and token in p.read_text(errors="replace")
+    ]
+    assert leaked == []
+
+
+def test_an_ansible_error_before_any_host_is_explained(lab: Lab, tmp_path):
+    broken = tmp_path / "broken.yml"
+    broken.write_text("- hosts: all\n  roles: [no_such_role_anywhere]\n")
+    result = provision(lab.cluster, playbook=broken)
+    assert not result.succeeded
+    assert any("no_such_role_anywhere" in e for e in result.errors), result.errors

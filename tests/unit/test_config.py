@@ -142,6 +142,14 @@ def _edit(path: str, value: object) -> dict:
             "kiln:cluster.scheduler: Input should be 'slurm' or 'kubernetes'",
         ),
         (_edit("nodePools", []), "kiln:cluster.nodePools: List should have at least 1 item"),
+        (
+            _edit("storage", {"kind": "glusterfs"}),
+            "kiln:cluster.storage.server: glusterfs needs a server",
+        ),
+        (
+            _edit("nodePools.0.rdma", {"fabric": "none", "required": True}),
+            "kiln:cluster.nodePools[0].rdma.required: RDMA is required but fabric is 'none'",
+        ),
     ],
 )
 def test_each_mistake_names_its_key_path(cluster, expected):
@@ -164,7 +172,16 @@ def test_every_schema_problem_is_reported_at_once_not_just_the_first():
 
 def test_unknown_kiln_config_key_is_an_error_not_ignored():
     problems = _problems(_static_cluster(), **{"kiln:clustr": {}})
-    assert problems == ["kiln:clustr: unknown key (expected one of ['cluster'])"]
+    assert problems == [
+        "kiln:clustr: unknown key (expected one of ['cluster', 'gpuDriverOwner', 'kubeconfig'])"
+    ]
+
+
+def test_gpu_driver_owner_is_roles_or_operator_never_both():
+    problems = _problems(_static_cluster(), **{"kiln:gpuDriverOwner": "both"})
+    assert problems == [
+        "kiln:gpuDriverOwner: must be one of ['roles', 'operator']: who installs the GPU driver"
+    ]
 
 
 def test_other_providers_config_keys_are_left_alone():

@@ -80,8 +80,10 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = subprocess.run(
         [
             str(Path(sys.executable).parent / "ansible-playbook"),
-            "-i", str(work / "inventory.json"),
-            "-e", json.dumps({"out": str(work), "roles_dir": str(roles)}),
+            "-i",
+            str(work / "inventory.json"),
+            "-e",
+            json.dumps({"out": str(work), "roles_dir": str(roles)}),
             str(work / "render.yml"),
         ],
         env={
@@ -90,7 +92,10 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
             "ANSIBLE_NOCOLOR": "1",
         },
-        capture_output=True, text=True, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     return work
@@ -109,7 +114,10 @@ def test_gpu_nodes_get_their_cpus_memory_and_gres_from_the_inventory(rendered: P
     node = nodes["stg-a100-01"]
     assert node["NodeAddr"] == "10.20.1.11"
     assert (node["CPUs"], node["Sockets"], node["CoresPerSocket"], node["ThreadsPerCore"]) == (
-        "256", "2", "64", "2",
+        "256",
+        "2",
+        "64",
+        "2",
     )
     # Below MemTotal, so that slurmd never reports less than configured.
     assert int(node["RealMemory"]) == int(1031891 * 0.97)

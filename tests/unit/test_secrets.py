@@ -24,7 +24,9 @@ def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _cluster(scheduler: str = "slurm"):
     pool = {"name": "p", "provider": "lab", "hosts": [{"name": "n1"}]}
-    document = {"config": {"kiln:cluster": {"name": "c1", "nodePools": [pool], "scheduler": scheduler}}}
+    document = {
+        "config": {"kiln:cluster": {"name": "c1", "nodePools": [pool], "scheduler": scheduler}}
+    }
     return cluster_from_document(document, "test")
 
 
