@@ -76,3 +76,14 @@ def test_rank_shim_maps_srun_task_variables_to_torch_distributed():
 def test_rank_shim_outside_srun_says_what_is_missing():
     with pytest.raises(SystemExit, match="not under srun"):
         slurm_environment({"SLURM_PROCID": "0"})
+
+
+def test_rank_0_result_survives_srun_cutting_lines_and_labels():
+    from validation.launch.rank import parse_result_lines, result_lines
+
+    document = {"name": "allreduce", "metrics": {"sizes": [{"busbw_gbps": 1.5}] * 40}}
+    lines = result_lines(document)
+    assert len(lines) > 2 and all(len(line) < 512 for line in lines)
+    labelled = "".join(f"0: {line}\n" for line in lines) + "1: other rank\n"
+    assert parse_result_lines(_split_labelled(labelled, 2)[0]) == document
+    assert parse_result_lines(_split_labelled(labelled, 2)[0][:-1]) is None  # a piece lost

@@ -29,6 +29,37 @@ import threading
 from validation.envvars import HOST_NAME_ENV
 
 RESULT_MARKER = "KILN_RESULT_JSON"
+# srun cuts long output lines into pieces (each labelled again); short
+# numbered pieces survive that and reassemble in order.
+_RESULT_PIECE = 400
+
+
+def result_lines(document: dict) -> list[str]:
+    """The result document as numbered lines: `KILN_RESULT_JSON <i>/<n> <piece>`."""
+    text = json.dumps(document, separators=(",", ":"))
+    pieces = [text[i : i + _RESULT_PIECE] for i in range(0, len(text), _RESULT_PIECE)] or [""]
+    return [f"{RESULT_MARKER} {i + 1}/{len(pieces)} {p}" for i, p in enumerate(pieces)]
+
+
+def parse_result_lines(lines: list[str]) -> dict | None:
+    """Reassemble :func:`result_lines` from output lines; None if absent or incomplete."""
+    pieces: dict[int, str] = {}
+    total = 0
+    for line in lines:
+        if not line.startswith(RESULT_MARKER + " "):
+            continue
+        counter, _, piece = line[len(RESULT_MARKER) + 1 :].partition(" ")
+        index, _, count = counter.partition("/")
+        pieces[int(index)] = piece
+        total = int(count)
+    if not total or len(pieces) != total:
+        return None
+    try:
+        document = json.loads("".join(pieces[i] for i in range(1, total + 1)))
+    except (KeyError, ValueError):
+        return None
+    return document if isinstance(document, dict) else None
+
 
 # torch.distributed name <- Slurm name (srun sets these for every task).
 _SLURM_ENV = {
@@ -98,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
             with open(opts.emit_result) as handle:
                 document = json.load(handle)
             os.unlink(opts.emit_result)
-            print(RESULT_MARKER, json.dumps(document, separators=(",", ":")), flush=True)
+            for line in result_lines(document):
+                print(line, flush=True)
         except (OSError, ValueError):
             pass  # no result: the launcher reports rank 0's exit and error instead
     return 128 - code if code < 0 else code

@@ -10,7 +10,6 @@ prints its result document on its output, so nothing is fetched afterwards.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import re
@@ -29,7 +28,7 @@ from validation.launch.base import (
     assign_ranks,
     with_json_arg,
 )
-from validation.launch.rank import RESULT_MARKER
+from validation.launch.rank import RESULT_MARKER, parse_result_lines
 
 # "srun: error: sc2: task 2: Exited with exit code 3" / "... task 1: Killed"
 _TASK_ERROR = re.compile(r"srun: error: (\S+): tasks? ([\d,\-]+): (.*)")
@@ -151,9 +150,8 @@ class SlurmLauncher(Launcher):
             out_path = workdir / f"rank{slot.rank}.stdout"
             err_path = workdir / f"rank{slot.rank}.stderr"
             lines = per_rank_out[slot.rank]
-            for line in lines:
-                if line.startswith(RESULT_MARKER):
-                    result = json.loads(line[len(RESULT_MARKER) :])
+            if slot.rank == 0:
+                result = parse_result_lines(lines)
             out_path.write_text(
                 "".join(f"{line}\n" for line in lines if not line.startswith(RESULT_MARKER))
             )
