@@ -11,9 +11,10 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import testinfra
@@ -122,3 +123,18 @@ def assert_idempotent(result: ProvisionResult) -> None:
 def host(lab: Lab, name: str) -> testinfra.host.Host:
     """A testinfra handle on a lab node, over SSH with the lab's verified host keys."""
     return testinfra.get_host(f"ssh://{name}", ssh_config=str(lab.layout.ssh_config))
+
+
+T = TypeVar("T")
+
+
+def wait_for(what: str, probe: Callable[[], T], done: Callable[[T], bool], timeout_s: float) -> T:
+    """Poll `probe` every few seconds until `done(value)`; fail naming the last value."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = probe()
+        if done(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: still {value!r} after {timeout_s:.0f} s")
+        time.sleep(3)

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from kiln import secrets
 from kiln.lab.lab import Lab
-from tests.lab.conftest import assert_converged, assert_idempotent, converge, host
+from tests.lab.conftest import assert_converged, assert_idempotent, converge, host, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -33,20 +32,6 @@ RULES = {
     "GpuTemperatureHigh",
     "GpuEccDoubleBitErrors",
 }
-
-T = TypeVar("T")
-
-
-def wait_for(what: str, probe: Callable[[], T], done: Callable[[T], bool], timeout_s: float) -> T:
-    """Poll `probe` every few seconds until `done(value)`; fail naming the last value."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = probe()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: still {value!r} after {timeout_s:.0f} s")
-        time.sleep(3)
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,8 @@ import hashlib
 import json
 import re
 import shutil
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
@@ -23,27 +21,13 @@ from kiln import secrets
 from kiln.lab.lab import Lab
 from kiln.lab.layout import state_root
 from tests.conftest import REPO
-from tests.lab.conftest import assert_converged, assert_idempotent, converge, host
+from tests.lab.conftest import assert_converged, assert_idempotent, converge, host, wait_for
 
 pytestmark = pytest.mark.lab
 
 HOSTS = [{"name": "sctl", "roles": ["controller"]}, {"name": "sc1"}, {"name": "sc2"}]
 COMPUTES = ["sc1", "sc2"]
 SLURM_ROLES = ["munge", "slurm"]
-
-T = TypeVar("T")
-
-
-def wait_for(what: str, probe: Callable[[], T], done: Callable[[T], bool], timeout_s: float) -> T:
-    """Poll `probe` every few seconds until `done(value)`; fail naming the last value."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = probe()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: still {value!r} after {timeout_s:.0f} s")
-        time.sleep(3)
 
 
 @pytest.fixture(scope="module")
