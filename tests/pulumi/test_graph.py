@@ -30,8 +30,9 @@ EXPECTED_TYPES = {
         "kiln:nodepool:NodePool": 1,  # pool lab
         LAB_MACHINES: 1,  # ctl1, node1, node2 as one lab
         "kiln:provisioning:Provisioning": 1,
-        PLAYBOOK: 2,  # node stage on pool lab + monitoring stage (storage kind none)
+        PLAYBOOK: 3,  # node stage on pool lab + storage (glusterfs on ctl1) + monitoring
         MUNGE_KEY: 1,  # slurm
+        "kiln:storage:SharedStorage": 1,
         "kiln:monitoring:Monitoring": 1,
         "kiln:certification:Certification": 1,
         CERTIFICATION_RUN: 1,
