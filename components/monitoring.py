@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -12,32 +10,14 @@ import pulumi_kubernetes as k8s
 
 from components import manifests, versions
 from components.kube import helm_release, manifest_resource
-from components.provisioning import Provisioning, stage_playbook
-from kiln.config import Cluster
-from kiln.plays import DriverOwner
-from kiln.provision import ROLES_DIR
+from components.provisioning import StageArgs, stage_playbook
 
 MONITORING_NAMESPACE = "monitoring"
 
 
 @dataclass
-class MonitoringArgs:
-    """Inputs of Monitoring."""
-
-    cluster: Cluster
-    """The stack config; `monitoring` says what to run."""
-    provisioning: Provisioning
-    """Runs after the nodes are provisioned."""
-    facts_digest: pulumi.Input[str]
-    """Hash of every host's facts."""
-    secrets: pulumi.Input[Mapping[str, Any]]
-    """Playbook secrets (SSH keys), a Pulumi secret."""
-    k8s_provider: k8s.Provider | None = None
-    """Kubernetes stacks: the explicit provider for the chart."""
-    roles_dir: Path = ROLES_DIR
-    """The roles tree hashed and applied."""
-    driver_owner: DriverOwner = "roles"
-    """Who installs the GPU driver (decides which roles the plays exclude)."""
+class MonitoringArgs(StageArgs):
+    """Inputs of Monitoring; `cluster.monitoring` says what to run."""
 
 
 class Monitoring(pulumi.ComponentResource):
@@ -55,16 +35,7 @@ class Monitoring(pulumi.ComponentResource):
     ) -> None:
         super().__init__("kiln:monitoring:Monitoring", name, None, opts)
         cluster = args.cluster
-        self.roles = stage_playbook(
-            f"{name}-roles",
-            cluster,
-            "monitoring",
-            roles_dir=args.roles_dir,
-            driver_owner=args.driver_owner,
-            facts_digest=args.facts_digest,
-            secrets=args.secrets,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[args.provisioning]),
-        )
+        self.roles = stage_playbook(self, f"{name}-roles", args, "monitoring")
         self.hosts = self.roles.summary
         self.hash = self.roles.hash
         self.release = None

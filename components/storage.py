@@ -2,42 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pulumi
-import pulumi_kubernetes as k8s
 
 from components import manifests
 from components.kube import manifest_resource
-from components.provisioning import Provisioning, stage_playbook
-from kiln.config import Cluster
-from kiln.plays import DriverOwner
-from kiln.provision import ROLES_DIR
+from components.provisioning import StageArgs, stage_playbook
 
 
 @dataclass
-class SharedStorageArgs:
-    """Inputs of SharedStorage."""
+class SharedStorageArgs(StageArgs):
+    """Inputs of SharedStorage; `cluster.storage` says what to mount."""
 
-    cluster: Cluster
-    """The stack config; `storage` says what to mount."""
-    provisioning: Provisioning
-    """Runs after the nodes are provisioned."""
-    facts_digest: pulumi.Input[str]
-    """Hash of every host's facts (a reinstalled host gets its mount again)."""
-    secrets: pulumi.Input[Mapping[str, Any]]
-    """Playbook secrets (SSH keys), a Pulumi secret."""
-    k8s_provider: k8s.Provider | None = None
-    """Kubernetes stacks: the explicit provider for the volume and its claim."""
     namespace: pulumi.Input[str] | None = None
     """Kubernetes stacks: where the `datasets` claim lives (the Kiln namespace)."""
-    roles_dir: Path = ROLES_DIR
-    """The roles tree hashed and applied."""
-    driver_owner: DriverOwner = "roles"
-    """Who installs the GPU driver (decides which roles the plays exclude)."""
 
 
 class SharedStorage(pulumi.ComponentResource):
@@ -55,16 +35,7 @@ class SharedStorage(pulumi.ComponentResource):
     ) -> None:
         super().__init__("kiln:storage:SharedStorage", name, None, opts)
         cluster = args.cluster
-        self.roles = stage_playbook(
-            f"{name}-roles",
-            cluster,
-            "storage",
-            roles_dir=args.roles_dir,
-            driver_owner=args.driver_owner,
-            facts_digest=args.facts_digest,
-            secrets=args.secrets,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[args.provisioning]),
-        )
+        self.roles = stage_playbook(self, f"{name}-roles", args, "storage")
         self.hosts = self.roles.summary
         self.hash = self.roles.hash
         self.claim = None

@@ -1,7 +1,7 @@
 """munge and slurm through roles/site.yml on a controller and two computes: jobs run, failures show.
 
 The lab is what `kiln provision` makes of a stack: sctl (controller) runs
-slurmctld and the Prometheus server, sc1 and sc2 (compute) run slurmd. Tests
+slurmctld and the Prometheus server, sc1, sc2 and sc3 (compute) run slurmd. Tests
 that stop daemons or rotate the key come last and put things back.
 """
 
@@ -22,11 +22,17 @@ from kiln.lab.lab import Lab
 from kiln.lab.layout import state_root
 from tests.conftest import REPO
 from tests.lab.conftest import assert_converged, assert_idempotent, converge, host, wait_for
+from validation.launch import HostSpec, SlurmLauncher
 
 pytestmark = pytest.mark.lab
 
-HOSTS = [{"name": "sctl", "roles": ["controller"]}, {"name": "sc1"}, {"name": "sc2"}]
-COMPUTES = ["sc1", "sc2"]
+HOSTS = [
+    {"name": "sctl", "roles": ["controller"]},
+    {"name": "sc1"},
+    {"name": "sc2"},
+    {"name": "sc3"},
+]
+COMPUTES = ["sc1", "sc2", "sc3"]
 SLURM_ROLES = ["munge", "slurm"]
 
 
@@ -104,15 +110,27 @@ def test_nodes_are_described_from_their_facts(lab: Lab):
 
 def test_sinfo_shows_every_compute_idle(lab: Lab):
     states = wait_for(
-        "sinfo", lambda: node_states(lab), lambda s: s == {"sc1": "idle", "sc2": "idle"}, 60
+        "sinfo", lambda: node_states(lab), lambda s: s == dict.fromkeys(COMPUTES, "idle"), 60
     )
     assert "sctl" not in states
 
 
-def test_srun_runs_on_both_computes(lab: Lab):
-    result = host(lab, "sctl").run("srun --nodes=2 --time=1 hostname")
+def test_srun_runs_on_every_compute(lab: Lab):
+    result = host(lab, "sctl").run(f"srun --nodes={len(COMPUTES)} --time=1 hostname")
     assert result.rc == 0, result.stderr
     assert sorted(result.stdout.split()) == COMPUTES
+
+
+@pytest.mark.parametrize("computes", [COMPUTES[:2], COMPUTES])
+def test_allreduce_through_srun_on_2_and_3_hosts(lab: Lab, computes: list[str]):
+    launcher = SlurmLauncher("sctl", ssh_config=lab.layout.ssh_config, wall_timeout_s=180)
+    args = ["-b", "4K", "-e", "1M", "-f", "16", "-w", "2", "-n", "5", "--timeout", "30"]
+    result = launcher.launch("validation.allreduce", args, [HostSpec(c) for c in computes])
+    assert result.ok, result.summary()
+    assert result.result is not None, result.summary()
+    assert sorted(result.result["environ"]["hostnames"]) == computes
+    rows = result.result["metrics"]["sizes"]
+    assert all(row["wrong"] == 0 and row["busbw_gbps"] > 0 for row in rows), rows
 
 
 def test_bad_settings_fail_before_any_host_changes(lab: Lab):
@@ -160,7 +178,7 @@ def test_rotating_the_key_takes_the_explicit_variable(lab: Lab):
     for node in ["sctl", *COMPUTES]:
         assert host(lab, node).file("/etc/munge/munge.key").sha256sum == new, node
     # Slurm goes on authenticating with the new key.
-    result = host(lab, "sctl").run("srun --nodes=2 --time=1 hostname")
+    result = host(lab, "sctl").run(f"srun --nodes={len(COMPUTES)} --time=1 hostname")
     assert result.rc == 0, result.stderr
     # And a plain run afterwards changes nothing: the new key is now the key.
     assert_idempotent(converge(lab, ["munge"]))
