@@ -4,34 +4,32 @@ The Pulumi Certification resource calls a *certifier* — any function
 `(cluster, context) -> mapping` — and records what it returns, normalized by
 `record()` so the stack output keeps one shape whatever runs behind it:
 
-    {"status": "pass" | "warn" | "fail" | "not-run",
+    {"status": "pass" | "warn" | "fail" | "error" | "not-run",
      "busbwGbps": float | None,      # allreduce bus bandwidth, largest size
-     "verdict": {...} | None,        # full machine-readable verdict (rules)
+     "verdict": {...} | None,        # status, reason, failedRules, culprits
      "report": str | None,           # where the human-readable report is
      "message": str,
      "provisioningHash": str}        # which provisioning this certifies
 
-`certify` below runs today's suite, the allreduce benchmark across every
-compute host through the SSH launcher; baseline rules, the verdict and the
-report plug in behind the same function (or as another certifier passed to
-the Pulumi component) without changing the component.
+`certify` below is `kiln certify` (kiln.certification.run.certify_stack):
+preflight, allreduce, baseline rules, isolation of the bad node or link, and
+the reports; another certifier can be passed to the Pulumi component without
+changing it.
 """
 
 from __future__ import annotations
 
 import math
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kiln.config import Cluster, Host
-from kiln.inventory import access_for
+from kiln.config import Cluster
 from kiln.keyfiles import cluster_spec, cluster_with_key_files
-from kiln.ssh import ssh_config
 
-STATUSES = ("pass", "warn", "fail", "not-run")
+#: `error`: the run could not finish (a host unreachable, a launcher error): never a pass.
+STATUSES = ("pass", "warn", "fail", "error", "not-run")
 
 
 @dataclass(frozen=True)
@@ -52,64 +50,44 @@ Certifier = Callable[[Cluster, CertifyContext], Mapping[str, Any]]
 
 
 def certify(cluster: Cluster, context: CertifyContext) -> dict[str, Any]:
-    """Run the allreduce benchmark on every compute host; pass when every rank finished
-    with correct sums, fail naming the rank and host otherwise.
+    """`kiln certify`'s run (quick profile unless the stack says otherwise), as a record.
 
-    Kubernetes stacks run the same benchmark as the certification Job; reading
-    its result needs the API server, so from here the record says `not-run`.
+    The reports go to `<state>/certifications/<cluster>/<time>/`; the record
+    carries the verdict (status, failed rules, culprits) and that path.
+    Kubernetes stacks run the suite as the certification Job; reading its
+    result needs the API server, so from here the record says `not-run`.
     """
+    from kiln.certification.run import Request, certify_stack, headline, summary
+
     if cluster.scheduler == "kubernetes":
         return {
             "status": "not-run",
             "busbwGbps": None,
             "message": "the certification Job runs in the cluster; read its log for the result",
         }
-    computes = [h for h in cluster.hosts if "compute" in h.roles]
-    if not computes:
-        return {"status": "not-run", "busbwGbps": None, "message": "no compute hosts to measure"}
-    result = run_allreduce(cluster, computes)
-    if not result.ok or result.result is None:
-        failed = [r for r in result.ranks if r.returncode != 0]
-        detail = failed[0].last_error_line() if failed else "no result document"
-        return {"status": "fail", "busbwGbps": None, "message": f"allreduce failed: {detail}"}
-    metrics = result.result["metrics"]
-    largest = max(metrics["sizes"], key=lambda row: row["size_bytes"])
-    wrong = sum(row.get("wrong") or 0 for row in metrics["sizes"])
-    status = "fail" if wrong else "pass"
+    out = default_out_dir(cluster.name)
+    result = certify_stack(
+        cluster,
+        Request(stack=cluster.name, out_dir=out, provisioning_hash=context.provisioning_hash),
+    )
+    busbw = headline(result) if result.status in ("pass", "warn") else None
     return {
-        "status": status,
-        "busbwGbps": largest["busbw_gbps"],
-        "message": (
-            f"allreduce over {len(computes)} hosts: {largest['busbw_gbps']:.3f} GB/s busbw at "
-            f"{largest['size_bytes']} B, {wrong} wrong elements"
-        ),
+        "status": result.status,
+        "busbwGbps": busbw,
+        "verdict": summary(result),
+        "report": str(out / "report.html"),
+        "message": result.reason,
     }
 
 
-def run_allreduce(cluster: Cluster, hosts: list[Host], args: list[str] | None = None):  # noqa: ANN201
-    """`validation.allreduce` on `hosts` over SSH (the validation_runtime role's /opt/kiln)."""
-    from validation.launch import HostSpec, SshLauncher
+def default_out_dir(cluster_name: str) -> Path:
+    """Where a certification run keeps its reports when no --out is given."""
+    from datetime import UTC, datetime
 
-    timeout = cluster.certification.timeout_seconds
-    pools = {h.name: p for p in cluster.node_pools for h in p.hosts}
-    specs = [
-        HostSpec(
-            h.name, str(h.address), slots=pools[h.name].gpu.per_node if pools[h.name].gpu else 1
-        )
-        for h in hosts
-    ]
-    targets = list(access_for(cluster).targets.values())
-    with tempfile.TemporaryDirectory(prefix="kiln-certify-") as private:
-        config = Path(private) / "ssh_config"
-        config.write_text(ssh_config(targets))
-        launcher = SshLauncher(
-            ssh_config=config, wall_timeout_s=4 * timeout, after_failure_s=timeout + 30
-        )
-        return launcher.launch(
-            "validation.allreduce",
-            args or ["-b", "1M", "-e", "64M", "-f", "4", "--timeout", str(timeout)],
-            specs,
-        )
+    from kiln.lab.layout import state_root
+
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return state_root() / "certifications" / cluster_name / stamp
 
 
 def record(raw: Mapping[str, Any], provisioning_hash: str) -> dict[str, Any]:
@@ -152,17 +130,23 @@ def run(
 
 def rerun_reasons(olds: Mapping[str, Any], news: Mapping[str, Any]) -> list[str]:
     """Why certification must run again: what it certifies changed."""
-    keys = ("provisioningHash", "hosts", "settings", "job")
+    keys = ("provisioningHash", "hosts", "settings", "baselineDigest", "job")
     return [key for key in keys if olds.get(key) != news.get(key)]
 
 
 def certification_inputs(cluster: Cluster) -> dict[str, Any]:
     """The non-secret inputs of a stack's Certification resource (without the hash)."""
-    return {
+    inputs = {
         "cluster": cluster_spec(cluster),
         "hosts": [h.name for h in cluster.hosts],
         "settings": cluster.certification.model_dump(mode="json", by_alias=True),
     }
+    if cluster.certification.baseline:
+        from kiln.certification.baseline import load
+
+        # New thresholds certify again, though the stack's settings did not change.
+        inputs["baselineDigest"] = load(cluster.certification.baseline)[1]["digest"]
+    return inputs
 
 
 def run_from_props(props: Mapping[str, Any], certifier: Certifier = certify) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The `kiln` command line: config checks and lab machines (more verbs join as they land).
+"""The `kiln` command line: config checks, lab machines, provisioning and certification.
 
 Exit codes: 0 success, 1 the work failed, 2 bad input or an unusable
 environment (reported before anything changed).
@@ -77,6 +77,10 @@ def _load(stack: str, stacks_dir: Path | None) -> Cluster:
 def config_check(stack: StackOpt, stacks_dir: StacksDirOpt = None) -> None:
     """Validate a stack file; list every problem with its key path."""
     cluster = _load(stack, stacks_dir)
+    if cluster.certification.baseline:
+        from kiln.certification import baseline
+
+        baseline.load(cluster.certification.baseline)  # a bad baseline is bad input too
     table = Table(title=f"stack {stack}: cluster {cluster.name} is valid")
     for column in ("pool", "provider", "hosts", "gpu", "rdma"):
         table.add_column(column)
@@ -202,3 +206,121 @@ def provision_table(result) -> Table:  # noqa: ANN001
             str(h.skipped),
         )
     return table
+
+
+# -- certification -----------------------------------------------------------------
+
+baseline_app = typer.Typer(help="Certification baselines.", no_args_is_help=True)
+app.add_typer(baseline_app, name="baseline")
+
+_STATUS_STYLE = {"pass": "green", "warn": "yellow", "fail": "red", "error": "red"}
+# Beyond this many rule results, the table shows only those that did not pass.
+_TABLE_ALL_ROWS = 40
+
+
+@app.command("certify")
+@reports_errors
+def certify_cmd(
+    stack: StackOpt,
+    stacks_dir: StacksDirOpt = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="Report directory (default: <state>/certifications/...)"),
+    ] = None,
+    profile: Annotated[
+        str | None, typer.Option("--profile", help="quick or full (default: the stack's)")
+    ] = None,
+    only: Annotated[
+        str | None, typer.Option("--only", help="Comma-separated phases, e.g. preflight")
+    ] = None,
+    compare: Annotated[
+        Path | None,
+        typer.Option("--compare", help="An earlier report directory: call out regressions"),
+    ] = None,
+    publish: Annotated[
+        bool, typer.Option(help="Copy kiln.prom into node_exporter's textfile directory")
+    ] = True,
+) -> None:
+    """Certify a provisioned cluster: preflight, allreduce, rules, isolation, reports.
+
+    Exit 0 pass or warn, 1 fail (a rule failed, a measurement missing), 2 could not run.
+    """
+    from kiln.certification.run import Request, certify_stack
+    from kiln.certify import default_out_dir
+
+    cluster = _load(stack, stacks_dir)
+    out_path = out_dir or default_out_dir(cluster.name)
+    phases = tuple(p.strip() for p in only.split(",") if p.strip()) if only else None
+    request = Request(stack, out_path, profile, phases, compare, publish=publish)
+    with out.status("certify") as status:
+        result = certify_stack(cluster, request, progress=lambda m: status.update(m))
+    out.print(verdict_table(result))
+    style = _STATUS_STYLE[result.status]
+    out.print(f"[bold {style}]{result.status.upper()}[/]: {result.reason}", highlight=False)
+    out.print(f"report: {out_path / 'report.html'}", highlight=False, soft_wrap=True)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
+
+
+def verdict_table(result) -> Table:  # noqa: ANN001
+    """Rule results (all of them, or those not passing on a large cluster) and culprits."""
+    rows = result.rules
+    hidden = 0
+    if len(rows) > _TABLE_ALL_ROWS:
+        shown = [r for r in rows if r.status != "pass"]
+        hidden = len(rows) - len(shown)
+        rows = shown
+    title = f"certification of {result.cluster} ({result.profile}, {result.baseline.get('class')})"
+    table = Table(
+        title=title, caption=f"{hidden} passing rule result(s) not shown" if hidden else None
+    )
+    for column in ("rule", "subject", "status", "value", "threshold", "fault"):
+        table.add_column(column, overflow="fold")
+    for r in rows:
+        value = r.value
+        if isinstance(value, float):
+            value = f"{value:.4g}"
+        shown_value = "missing" if value is None else str(value)
+        table.add_row(
+            r.rule,
+            r.subject,
+            f"[{_STATUS_STYLE[r.status]}]{r.status}[/]",
+            f"{shown_value} {r.unit}".strip(),
+            r.threshold,
+            r.fault_code or "",
+        )
+    return table
+
+
+@baseline_app.command("generate")
+@reports_errors
+def baseline_generate(
+    sources: Annotated[
+        list[Path], typer.Option("--from", help="Report directories (or result.json files)")
+    ],
+    out_file: Annotated[Path, typer.Option("--out", help="Baseline file to write")],
+    extends: Annotated[
+        str, typer.Option(help="Baseline class whose rules the new one refines")
+    ] = "lab-cpu",
+    hardware_class: Annotated[
+        str | None, typer.Option("--class", help="Class name of the new baseline")
+    ] = None,
+    min_tolerance: Annotated[
+        float,
+        typer.Option(help="Smallest fail fraction below the expected value (noisy fabrics: more)"),
+    ] = 0.15,
+) -> None:
+    """A baseline from a fleet of results, robust to outliers (median / MAD, iterated)."""
+    from kiln.certification.fleet import generate, read_results, render
+
+    results = read_results(sources)
+    name = hardware_class or out_file.stem
+    document, notes = generate(results, extends, name, min_tolerance)
+    from kiln.certification.report import write_atomic
+
+    if out_file.exists() and out_file.is_dir():
+        raise UsageError(f"--out {out_file} is a directory; give a file name")
+    write_atomic(out_file, render(document, results))
+    for note in notes:
+        out.print(note, highlight=False)
+    out.print(f"baseline {name} written to {out_file}", highlight=False)

@@ -209,11 +209,47 @@ class MonitoringSettings(_Model):
     retention: str = Field(default="15d", pattern=r"^\d+[hdwy]$")
 
 
-class CertificationSettings(_Model):
-    """How a deployed cluster is certified."""
+_SIZE = r"^\d+[KMG]?$"
 
-    baseline: str | None = Field(default=None, description="Baseline file for the hardware.")
+
+class AllreduceSettings(_Model):
+    """The allreduce sweep certification runs (nccl-tests `-b -e -f`, dtypes, timing).
+
+    The headline bus bandwidth rules read is the busbw at `maxBytes` of the
+    first dtype (`validation.results.headline_busbw`), on every launcher.
+    """
+
+    min_bytes: str = Field(default="1M", pattern=_SIZE, description="Smallest message, e.g. 1M.")
+    max_bytes: str = Field(default="64M", pattern=_SIZE, description="Largest message (headline).")
+    factor: int = Field(default=4, ge=2, le=16)
+    dtypes: list[Literal["float32", "bfloat16", "float16"]] = Field(
+        default_factory=lambda: ["float32"], min_length=1
+    )
+    warmup_iters: int = Field(default=5, ge=0, le=1000)
+    iters: int = Field(default=20, ge=1, le=10000)
+    repeat: int = Field(default=3, ge=1, le=100)
+
+
+class CertificationSettings(_Model):
+    """How a deployed cluster is certified (`kiln certify`, the Certification resource)."""
+
+    baseline: str | None = Field(
+        default=None,
+        description="Baseline class (stacks/baselines/<class>.yaml) or a path to a baseline file.",
+    )
+    profile: Literal["quick", "full"] = "quick"
     timeout_seconds: int = Field(default=120, ge=5, le=3600)
+    allreduce: AllreduceSettings = Field(default_factory=AllreduceSettings)
+    referee: Hostname | None = Field(
+        default=None,
+        description="A known-good host on the same network that isolation pairs suspects with "
+        "when no compute is known good (default: the first controller that is not a compute).",
+    )
+    parallel_isolation: bool | None = Field(
+        default=None,
+        description="Run disjoint isolation groups at the same time (default: yes, except on "
+        "lab pools, whose machines share this host's CPUs and would slow each other).",
+    )
 
 
 class Cluster(_Model):

@@ -194,7 +194,21 @@ def cross_checks(cluster: Cluster) -> list[Problem]:
         problems += _lab_address_problems(cluster)
     if cluster.scheduler == "slurm":
         problems += _slurm_problems(cluster)
+    problems += _certification_problems(cluster)
     return problems
+
+
+def _certification_problems(cluster: Cluster) -> list[Problem]:
+    referee = cluster.certification.referee
+    names = {h.name for h in cluster.hosts}
+    if referee is not None and referee not in names:
+        return [
+            Problem(
+                "kiln:cluster.certification.referee",
+                f"{referee!r} is not a host of this stack (hosts: {', '.join(sorted(names))})",
+            )
+        ]
+    return []
 
 
 def check_key_files(cluster: Cluster) -> list[Problem]:

@@ -261,3 +261,76 @@ class AllreduceResult:
         except json.JSONDecodeError as exc:
             raise ResultSchemaError(f"result: not JSON ({exc})") from exc
         return cls.from_dict(doc)
+
+
+# -- measurements: the flat view certification rules read ------------------------
+#
+# Every benchmark document (allreduce today; models, storage and GEMM as they
+# land) is `{name, schema_version, environ, metrics}`. Rules never dig into
+# `metrics`: each benchmark says here, once, which named numbers it measured,
+# and certification attaches the subject (the hosts the run covered).
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One named value a certification rule can read."""
+
+    name: str
+    """Dotted, ``<benchmark>.<quantity>_<unit>``, e.g. ``allreduce.busbw_gbps``."""
+    value: float | int | str | bool | None
+    """None when it could not be measured; ``reason`` then says why."""
+    unit: str = ""
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict."""
+        return asdict(self)
+
+
+def headline_busbw(metrics: AllreduceMetrics, dtype: str | None = None) -> float | None:
+    """THE allreduce figure: bus bandwidth at the largest message size of `dtype`
+    (default: the first dtype measured). Never the average over sizes, which small
+    latency-bound messages drag down (nccl-tests' "Avg bus bandwidth" is not a
+    certification figure). The SSH, Slurm and Kubernetes paths all read this."""
+    if not metrics.sizes:
+        return None
+    dtype = dtype or metrics.sizes[0].dtype
+    rows = [m for m in metrics.sizes if m.dtype == dtype]
+    return max(rows, key=lambda m: m.size_bytes).busbw_gbps if rows else None
+
+
+def allreduce_measurements(result: AllreduceResult) -> list[Measurement]:
+    """``allreduce.busbw_gbps`` (headline, first dtype), one ``allreduce.busbw_gbps.<dtype>``
+    per further dtype, and ``allreduce.wrong_total`` (None when the check was off: a
+    certification that did not check the sums has not shown them right)."""
+    metrics = result.metrics
+    dtypes = list(dict.fromkeys(m.dtype for m in metrics.sizes))
+    out = [Measurement("allreduce.busbw_gbps", headline_busbw(metrics), "GB/s")]
+    out += [
+        Measurement(f"allreduce.busbw_gbps.{d}", headline_busbw(metrics, d), "GB/s")
+        for d in dtypes[1:]
+    ]
+    checked = bool(metrics.sizes) and all(m.wrong is not None for m in metrics.sizes)
+    out.append(
+        Measurement(
+            "allreduce.wrong_total",
+            metrics.wrong_total if checked else None,
+            "elements",
+            None if checked else "the correctness check was off",
+        )
+    )
+    return out
+
+
+#: Benchmark name -> (parser, measurements). Later benchmarks register here.
+_READERS: dict[str, Any] = {"allreduce": (AllreduceResult.from_dict, allreduce_measurements)}
+
+
+def measurements_of(doc: dict[str, Any]) -> list[Measurement]:
+    """The measurements of any benchmark document; ResultSchemaError if it is malformed
+    or of a benchmark this reader does not know."""
+    name = doc.get("name") if isinstance(doc, dict) else None
+    if name not in _READERS:
+        raise ResultSchemaError(f"result.name: unknown benchmark {name!r}")
+    parse, measure = _READERS[name]
+    return measure(parse(doc))

@@ -87,3 +87,9 @@ def test_certification_reruns_when_what_it_certifies_changes():
     assert rerun_reasons(state, dict(state)) == []
     assert rerun_reasons(state, {**state, "provisioningHash": "h2"}) == ["provisioningHash"]
     assert rerun_reasons(state, {**state, "hosts": ["a", "b"]}) == ["hosts"]
+    assert rerun_reasons(state, {**state, "baselineDigest": "d2"}) == ["baselineDigest"]
+
+
+def test_a_stack_certified_against_a_baseline_records_its_digest():
+    inputs = certification_inputs(load_stack("lab", REPO / "stacks"))
+    assert len(inputs["baselineDigest"]) == 16

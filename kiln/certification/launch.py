@@ -1,0 +1,165 @@
+"""Run a validation benchmark on a group of the stack's hosts, through the stack's launcher.
+
+Slurm stacks run groups of compute nodes as one `srun` step from the
+controller; a group that includes a host Slurm does not schedule (a referee
+such as the controller) and every non-Slurm stack use the SSH launcher. Both
+start the same module with the same arguments and read the same result
+document, so a busbw measured one way means the same as one measured the other.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from kiln import role_defaults
+from kiln.config import AllreduceSettings, Cluster
+from kiln.inventory import Access
+from kiln.ssh import ssh_config
+
+# validation.allreduce's exit status for "ran, but the sums were wrong": the
+# result document is still valid evidence and the rules judge it.
+_EXIT_WRONG_RESULTS = 1
+
+
+@dataclass
+class GroupOutcome:
+    """One benchmark run over a group of hosts."""
+
+    hosts: tuple[str, ...]
+    doc: dict[str, Any] | None
+    """Rank 0's result document, None when the run produced none."""
+    error: str | None = None
+    """One line naming the host(s) that failed, when the run did not complete."""
+    failed_hosts: list[str] = field(default_factory=list)
+    launcher: str = "ssh"
+    wall_s: float = 0.0
+    log: str = ""
+    """Every rank's exit and last error line (for the evidence file)."""
+
+
+def allreduce_args(settings: AllreduceSettings, dtypes: Sequence[str], timeout: int) -> list[str]:
+    """The `validation.allreduce` command line for a certification sweep."""
+    return [
+        "-b", settings.min_bytes,
+        "-e", settings.max_bytes,
+        "-f", str(settings.factor),
+        "--dtype", ",".join(dtypes),
+        "-w", str(settings.warmup_iters),
+        "-n", str(settings.iters),
+        "--repeat", str(settings.repeat),
+        "--timeout", str(timeout),
+    ]  # fmt: skip
+
+
+class GroupRunner:
+    """Launches benchmarks on host groups; a context manager owning a private ssh_config."""
+
+    def __init__(self, cluster: Cluster, access: Access) -> None:
+        self.cluster = cluster
+        self.access = access
+        self._dir = Path(tempfile.mkdtemp(prefix="kiln-certify-"))
+        self._config = self._dir / "ssh_config"
+        self._config.write_text(ssh_config(list(access.targets.values())))
+        self._slots = {
+            h.name: (p.gpu.per_node if p.gpu else 1) for p in cluster.node_pools for h in p.hosts
+        }
+        controllers = [h.name for h in cluster.hosts if "controller" in h.roles]
+        self._login = controllers[0] if controllers else None
+        # Hosts that run slurmd: everything in the slurm group but the controller.
+        self._slurm_nodes = (
+            {h.name for h in cluster.hosts if "controller" not in h.roles}
+            if cluster.scheduler == "slurm"
+            else set()
+        )
+
+    def __enter__(self) -> GroupRunner:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def launcher_for(self, hosts: Sequence[str]) -> str:
+        if self._login and set(hosts) <= self._slurm_nodes:
+            return "slurm"
+        return "ssh"
+
+    def run(self, module: str, args: Sequence[str], hosts: Sequence[str]) -> GroupOutcome:
+        """Run `module` on `hosts` (rank order as given) and collect the outcome."""
+        from validation.launch import HostSpec, SlurmLauncher, SshLauncher
+
+        timeout = self.cluster.certification.timeout_seconds
+        python = role_defaults.validation_python()
+        remote_dir = role_defaults.validation_runtime_dir()
+        specs = [
+            HostSpec(name, self.access.targets[name].address, slots=self._slots[name])
+            for name in hosts
+        ]
+        kind = self.launcher_for(hosts)
+        if kind == "slurm":
+            launcher = SlurmLauncher(
+                self._login or "",
+                ssh_config=self._config,
+                python=python,
+                remote_dir=remote_dir,
+                wall_timeout_s=4 * timeout,
+            )
+        else:
+            launcher = SshLauncher(
+                ssh_config=self._config,
+                python=python,
+                remote_dir=remote_dir,
+                wall_timeout_s=4 * timeout,
+                after_failure_s=timeout + 30,
+            )
+        try:
+            result = launcher.launch(module, args, specs)
+        except (OSError, ValueError) as exc:
+            return GroupOutcome(tuple(hosts), None, f"{kind} launcher: {exc}", list(hosts), kind)
+        doc = result.result if isinstance(result.result, dict) else None
+        measured = doc is not None and all(
+            r.returncode in (0, _EXIT_WRONG_RESULTS) for r in result.ranks
+        )
+        outcome = GroupOutcome(
+            tuple(hosts), doc if measured else None, launcher=kind, wall_s=result.wall_s
+        )
+        outcome.log = result.summary()
+        if not measured:
+            bad = [r for r in result.ranks if r.returncode not in (0, _EXIT_WRONG_RESULTS)]
+            outcome.failed_hosts = sorted({r.host for r in bad}) or list(hosts)
+            detail = next((r.last_error_line() for r in bad if r.last_error_line()), "")
+            killed = next((r.killed for r in bad if r.killed), None)
+            outcome.error = (
+                f"{module} on {'+'.join(hosts)} via {kind} failed on "
+                f"{', '.join(outcome.failed_hosts)}: "
+                + (detail or (f"killed: {killed}" if killed else "no result document"))
+            )
+        return outcome
+
+
+def write_evidence(directory: Path, name: str, outcome: GroupOutcome) -> str:
+    """Keep a run's result document and launch log; returns the path relative to the report."""
+    from kiln.certification.report import write_atomic
+
+    directory.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "hosts": list(outcome.hosts),
+        "launcher": outcome.launcher,
+        "wall_s": round(outcome.wall_s, 3),
+        "error": outcome.error,
+        "log": outcome.log,
+        "result": outcome.doc,
+    }
+    write_atomic(directory / f"{name}.json", json.dumps(doc, indent=2) + "\n")
+    return f"{directory.name}/{name}.json"

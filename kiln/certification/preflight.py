@@ -1,0 +1,244 @@
+"""Certification preflight: every host's facts over SSH in parallel, and the measurements
+rules read from them.
+
+Two kinds of fact. Identity facts (`kiln.preflight.FACT_KEYS`: kernel, driver,
+NCCL, RDMA devices …) are the ones the Pulumi Preflight resource compares to
+decide re-provisioning. State facts (`STATE_KEYS`: RDMA port state, whether
+the shared filesystem is mounted, the Slurm node state, the Prometheus target)
+change from run to run without anything being re-installed; they feed rules
+here and never the provisioning diff.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from kiln import preflight, ssh
+from kiln.config import Cluster
+
+#: Facts that change from run to run; never part of the identity facts.
+STATE_KEYS = (
+    "torch", "rdma_ports", "rdma_setup", "shared_fs", "slurm_state", "prometheus_target"
+)  # fmt: skip
+
+# POSIX sh, appended to kiln.preflight.FACTS_COMMAND. {mount} and {runtime} are
+# shell-quoted. torch's version is read from its installed metadata: importing
+# torch on every node would cost seconds per host.
+_STATE_COMMAND = r"""
+for d in {runtime}/lib/python3*/site-packages/torch-*.dist-info; do
+  [ -d "$d" ] && echo "torch=$(basename "$d" .dist-info | cut -d- -f2)"
+done
+for p in /sys/class/infiniband/*/ports/*; do
+  [ -d "$p" ] || continue
+  dev=$(basename "$(dirname "$(dirname "$p")")")
+  port=$(basename "$p")
+  # Active MTU: ibv_devinfo where rdma-core's tools are installed, else the
+  # RoCE netdev's MTU.
+  mtu=$(ibv_devinfo -d "$dev" -i "$port" 2>/dev/null | awk '/active_mtu/ {{print $2; exit}}')
+  [ -n "$mtu" ] || mtu=$(cat /sys/class/infiniband/"$dev"/device/net/*/mtu 2>/dev/null | head -n 1)
+  echo "rdma_port=$dev/$port $(cut -d' ' -f2 "$p/state" 2>/dev/null)" \
+    "$(cut -d' ' -f1 "$p/rate" 2>/dev/null)Gbps $(cat "$p/link_layer" 2>/dev/null) ${{mtu:-?}}"
+done
+if [ -n {mount} ]; then
+  fs=$(findmnt -n -o FSTYPE --mountpoint {mount} 2>/dev/null)
+  echo "shared_fs=${{fs:-none}}"
+fi
+"""
+
+# On the controller: Slurm's view of each node and Prometheus' view of each target.
+_SLURM_COMMAND = "sinfo -h -N -o '%N %t' 2>/dev/null || true"
+_PROMETHEUS_COMMAND = (
+    'python3 -c "import urllib.request,sys; sys.stdout.write(urllib.request.urlopen('
+    "'http://127.0.0.1:{port}/api/v1/targets?state=active', timeout=10).read().decode())\""
+)
+
+#: Slurm states (`sinfo %t`) in which a node can run a certification job.
+SLURM_READY = ("idle", "mix", "alloc", "comp")
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """One host's preflight outcome."""
+
+    name: str
+    facts: dict[str, Any] | None
+    error: str | None = None
+
+
+def state_command(cluster: Cluster, venv: str) -> str:
+    """The state facts command for `cluster`, reading torch from the runtime's `venv`."""
+    mount = cluster.storage.mount_point if cluster.storage.kind != "none" else ""
+    return _STATE_COMMAND.format(mount=shlex.quote(mount), runtime=shlex.quote(venv))
+
+
+def parse_state(text: str) -> dict[str, Any]:
+    """State facts from the `key=value` lines of the state command."""
+    out: dict[str, Any] = {"torch": None, "rdma_ports": [], "shared_fs": None}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        value = value.strip()
+        if key == "torch":
+            out["torch"] = value or None
+        elif key == "rdma_port":
+            name, _, rest = value.partition(" ")
+            state, rate, layer, mtu = (rest.split() + ["", "", "", ""])[:4]
+            out["rdma_ports"].append(
+                {"port": name, "state": state, "rate": rate, "layer": layer, "mtu": mtu}
+            )
+        elif key == "shared_fs":
+            out["shared_fs"] = value or None
+    # What homogeneity compares about RDMA: each port's rate, link layer and MTU
+    # (its up/down state is judged on its own, by preflight.rdma-ports).
+    out["rdma_setup"] = [
+        f"{p['port']} {p['rate']} {p['layer']} mtu {p['mtu']}" for p in out["rdma_ports"]
+    ]
+    return out
+
+
+def gather_host(target: ssh.SshTarget, command: str, timeout: float) -> HostFacts:
+    """Log in (host key verified), run the facts and state commands, parse both."""
+    try:
+        with ssh.connect(target, timeout=timeout) as client:
+            result = ssh.run(client, preflight.FACTS_COMMAND + command, timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - any failure to reach a host is reported by name
+        return HostFacts(target.name, None, f"{target.name} ({target.address}): {exc}")
+    if result.exit_code != 0 or "hostname=" not in result.stdout:
+        why = result.stderr.strip().splitlines()[-1:] or [f"exit {result.exit_code}"]
+        return HostFacts(target.name, None, f"{target.name} ({target.address}): {why[0]}")
+    return HostFacts(
+        target.name, {**preflight.parse_facts(result.stdout), **parse_state(result.stdout)}
+    )
+
+
+def controller_views(
+    target: ssh.SshTarget, cluster: Cluster, prometheus_port: int, timeout: float
+) -> tuple[dict[str, str], dict[str, str], str | None]:
+    """(Slurm state by node, Prometheus target health by node, error) from the controller."""
+    slurm: dict[str, str] = {}
+    targets: dict[str, str] = {}
+    try:
+        with ssh.connect(target, timeout=timeout) as client:
+            if cluster.scheduler == "slurm":
+                for line in ssh.run(client, _SLURM_COMMAND, timeout=timeout).stdout.splitlines():
+                    node, _, state = line.partition(" ")
+                    if node:
+                        slurm[node] = state.strip()
+            if cluster.monitoring.prometheus and cluster.monitoring.node_exporter:
+                body = ssh.run(
+                    client, _PROMETHEUS_COMMAND.format(port=prometheus_port), timeout=timeout
+                ).stdout
+                targets = _node_targets(body)
+    except Exception as exc:  # noqa: BLE001 - reported, and the rules then fail closed
+        return slurm, targets, f"{target.name}: {exc}"
+    return slurm, targets, None
+
+
+def _node_targets(body: str) -> dict[str, str]:
+    try:
+        active = json.loads(body)["data"]["activeTargets"]
+    except (ValueError, KeyError, TypeError):
+        return {}
+    out = {}
+    for t in active:
+        labels = t.get("labels", {})
+        if labels.get("job") == "node":
+            out[labels.get("node", labels.get("instance", ""))] = t.get("health", "unknown")
+    return out
+
+
+def gather_all(
+    targets: Mapping[str, ssh.SshTarget],
+    command: str,
+    timeout: float,
+    gather: Callable[[ssh.SshTarget, str, float], HostFacts] = gather_host,
+) -> dict[str, HostFacts]:
+    """Every host at once (bounded pool), in the order given."""
+    with ThreadPoolExecutor(max_workers=max(1, min(32, len(targets)))) as pool:
+        futures = {name: pool.submit(gather, t, command, timeout) for name, t in targets.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+
+def measurements(
+    cluster: Cluster,
+    facts: Mapping[str, Mapping[str, Any]],
+    slurm: Mapping[str, str],
+    targets: Mapping[str, str],
+) -> list[dict[str, Any]]:
+    """What preflight rules read, per host. A fact that could not be read yields a
+    measurement with value None (its rule then fails closed)."""
+    out: list[dict[str, Any]] = []
+    evidence = "evidence/preflight.json"
+
+    def add(name: str, subject: str, value: Any, detail: str = "") -> None:
+        out.append(
+            {
+                "name": name,
+                "subject": subject,
+                "value": value,
+                "unit": "",
+                "detail": detail,
+                "evidence": evidence,
+            }
+        )
+
+    pools = {h.name: p for p in cluster.node_pools for h in p.hosts}
+    for host in cluster.hosts:
+        f = facts.get(host.name)
+        if f is None:
+            continue
+        add(
+            "preflight.runtime_ready",
+            host.name,
+            f.get("torch") is not None,
+            f"torch {f.get('torch')}" if f.get("torch") else "no torch in the validation runtime",
+        )
+        if cluster.storage.kind != "none":
+            fs = f.get("shared_fs")
+            add(
+                "preflight.shared_fs_mounted",
+                host.name,
+                fs not in (None, "none"),
+                f"{cluster.storage.mount_point}: {fs or 'not mounted'}",
+            )
+        ports = f.get("rdma_ports") or []
+        if pools[host.name].rdma.fabric != "none":
+            down = [p["port"] for p in ports if p.get("state") != "ACTIVE"]
+            add(
+                "preflight.rdma_ports_active",
+                host.name,
+                bool(ports) and not down,
+                f"not active: {', '.join(down)}" if down else f"{len(ports)} port(s) active",
+            )
+        gpu = pools[host.name].gpu
+        if gpu and "compute" in host.roles:
+            seen = f.get("gpus")
+            add(
+                "preflight.gpus_as_configured",
+                host.name,
+                seen == gpu.per_node if seen is not None else None,
+                f"{seen} of {gpu.per_node} {gpu.model}" if seen is not None else "no nvidia-smi",
+            )
+        if cluster.scheduler == "slurm" and "compute" in host.roles:
+            state = slurm.get(host.name)
+            add(
+                "preflight.slurm_node_ready",
+                host.name,
+                None if state is None else state in SLURM_READY,
+                f"sinfo: {state}" if state else "not in sinfo",
+            )
+        if cluster.monitoring.prometheus and cluster.monitoring.node_exporter:
+            health = targets.get(host.name)
+            add(
+                "preflight.prometheus_target_up",
+                host.name,
+                None if health is None else health == "up",
+                f"node_exporter target {health or 'not scraped'}",
+            )
+    return out

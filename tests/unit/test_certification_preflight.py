@@ -1,0 +1,70 @@
+"""Certification preflight: state facts stay out of the identity facts, and each becomes a
+measurement that fails closed when it could not be read."""
+
+from __future__ import annotations
+
+import pytest
+
+from kiln import preflight
+from kiln.certification import preflight as pre
+from kiln.stack import load_stack
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.unit
+
+
+def test_run_to_run_facts_never_decide_reprovisioning():
+    assert not set(pre.STATE_KEYS) & set(preflight.FACT_KEYS)
+    old = {k: "x" for k in preflight.FACT_KEYS}
+    new = {**old, "slurm_state": "down*", "rdma_ports": [], "shared_fs": None, "torch": "2.1"}
+    assert preflight.changed_facts(old, new) == []
+
+
+def test_state_lines_parse_into_typed_facts():
+    text = (
+        "hostname=n1\ntorch=2.13.0+cpu\n"
+        "rdma_port=mlx5_0/1 ACTIVE 400Gbps InfiniBand 4096\nrdma_port=mlx5_1/1 DOWN 0Gbps InfiniBand ?\n"
+        "shared_fs=fuse.glusterfs\n"
+    )
+    state = pre.parse_state(text)
+    assert state["torch"] == "2.13.0+cpu" and state["shared_fs"] == "fuse.glusterfs"
+    assert state["rdma_ports"][1] == {
+        "port": "mlx5_1/1",
+        "state": "DOWN",
+        "rate": "0Gbps",
+        "layer": "InfiniBand",
+        "mtu": "?",
+    }
+    assert state["rdma_setup"][0] == "mlx5_0/1 400Gbps InfiniBand mtu 4096"
+
+
+def test_measurements_from_facts_and_controller_views():
+    cluster = load_stack("lab", REPO / "stacks")
+    facts = {
+        "ctl1": {"torch": "2.13.0+cpu", "shared_fs": "fuse.glusterfs"},
+        "node1": {"torch": "2.13.0+cpu", "shared_fs": "none"},
+        "node2": {"torch": None, "shared_fs": "fuse.glusterfs"},
+    }
+    slurm = {"node1": "idle", "node2": "idle*"}  # '*': not responding
+    targets = {"ctl1": "up", "node1": "up"}
+    found = {
+        (m["name"], m["subject"]): m["value"]
+        for m in pre.measurements(cluster, facts, slurm, targets)
+    }
+    assert found[("preflight.shared_fs_mounted", "node1")] is False
+    assert found[("preflight.runtime_ready", "node2")] is False
+    assert found[("preflight.slurm_node_ready", "node1")] is True
+    assert found[("preflight.slurm_node_ready", "node2")] is False
+    assert found[("preflight.prometheus_target_up", "node2")] is None  # not scraped: unknown
+    assert ("preflight.slurm_node_ready", "ctl1") not in found  # the controller runs no slurmd
+
+
+def test_the_state_command_is_posix_sh_and_runs_here(tmp_path):
+    import subprocess
+
+    cluster = load_stack("lab", REPO / "stacks")
+    command = preflight.FACTS_COMMAND + pre.state_command(cluster, str(tmp_path / "venv"))
+    proc = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    state = pre.parse_state(proc.stdout)
+    assert state["torch"] is None and state["shared_fs"] == "none"

@@ -1,0 +1,466 @@
+"""Report writers: every file parses with the tool that will read it, and says what the result says."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import xml.etree.ElementTree as ET
+from datetime import UTC, datetime
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from kiln.certification import report
+from kiln.certification.report import (
+    REPORT_FILES,
+    junit_xml,
+    prometheus_text,
+    write_atomic,
+    write_reports,
+)
+from kiln.certification.report_html import report_html
+from kiln.certification.verdict import (
+    CertificationResult,
+    Culprit,
+    GroupRun,
+    Isolation,
+    PhaseRecord,
+    RuleResult,
+    Sweep,
+)
+
+pytestmark = pytest.mark.unit
+
+HOSTILE = "<script>alert(1)</script>"
+FINISHED = "2024-06-01T12:30:00Z"
+FINISHED_TS = datetime(2024, 6, 1, 12, 30, tzinfo=UTC).timestamp()
+SIZES = [2**k for k in range(20, 31, 2)]
+
+
+def failing_result() -> CertificationResult:
+    """A 4-node run where gpu003 is slow with every partner."""
+    hosts = ["gpu001", "gpu002", "gpu003", "gpu004"]
+    culprit = Culprit(
+        kind="node",
+        hosts=("gpu003",),
+        fault_code="KILN-ISO-001",
+        reason=f"gpu003 slow with every partner {HOSTILE}",
+        evidence=("iso-1-1", "iso-2-1"),
+    )
+    runs = [
+        GroupRun("iso-1-0", ("gpu001", "gpu002"), 1, 180.5, False, "half"),
+        GroupRun("iso-1-1", ("gpu003", "gpu004"), 1, 41.2, True, "half"),
+        GroupRun("iso-2-1", ("gpu003", "gpu001"), 2, 40.0, True, "confirm"),
+        GroupRun("iso-2-2", ("gpu004", "gpu002"), 2, None, True, "confirm", error="NCCL timeout"),
+    ]
+    rules = [
+        RuleResult(
+            "allreduce.busbw",
+            "cluster",
+            "fail",
+            "allreduce.busbw_gbps",
+            62.0,
+            "GB/s",
+            ">= 120 fail, >= 150 warn",
+            120.0,
+            150.0,
+            "KILN-AR-001",
+            "allreduce/cluster.json",
+            f"busbw 62 GB/s is below 120 {HOSTILE}",
+        ),
+        RuleResult(
+            "allreduce.node_busbw",
+            "gpu001",
+            "pass",
+            "allreduce.node_busbw_gbps",
+            180.0,
+            "GB/s",
+            ">= 120 fail",
+            120.0,
+            None,
+            None,
+            None,
+            "ok",
+        ),
+        RuleResult(
+            "allreduce.node_busbw",
+            "gpu002",
+            "warn",
+            "allreduce.node_busbw_gbps",
+            140.0,
+            "GB/s",
+            ">= 120 fail, >= 150 warn",
+            120.0,
+            150.0,
+            "KILN-AR-002",
+            None,
+            "busbw 140 below warn 150",
+        ),
+        RuleResult(
+            "allreduce.node_busbw",
+            "gpu003",
+            "fail",
+            "allreduce.node_busbw_gbps",
+            41.0,
+            "GB/s",
+            ">= 120 fail",
+            120.0,
+            None,
+            "KILN-AR-003",
+            "allreduce/gpu003.json",
+            "gpu003 slow",
+        ),
+        RuleResult(
+            "preflight.rdma",
+            "gpu004",
+            "fail",
+            "preflight.rdma_devices",
+            None,
+            "",
+            "present",
+            None,
+            None,
+            "KILN-PF-004",
+            None,
+            "measurement missing",
+        ),
+    ]
+    measurements = [
+        {"name": "allreduce.busbw_gbps", "subject": "cluster", "value": 62.0, "unit": "GB/s"},
+        {"name": "allreduce.busbw_gbps", "subject": "gpu001+gpu002", "value": None, "unit": "GB/s"},
+    ] + [
+        {"name": "allreduce.node_busbw_gbps", "subject": h, "value": v, "unit": "GB/s"}
+        for h, v in zip(hosts, [180.0, 140.0, 41.0, 175.0], strict=True)
+    ]
+    fact = {"kernel": "6.8.0-48-generic", "gpus": 8, "nccl": "2.21.5", "hostname": None}
+    facts = {h: {**fact, "hostname": h} for h in hosts}
+    facts["gpu003"]["kernel"] = "6.5.0-1-generic"
+    return CertificationResult(
+        stack="prod",
+        cluster="hgx-a",
+        profile="full",
+        provisioning_hash="sha256:abc123",
+        baseline={"class": "hgx-h100", "path": "baselines/hgx-h100.yaml", "digest": "d1g3st"},
+        started_at="2024-06-01T12:00:00Z",
+        finished_at=FINISHED,
+        status="fail",
+        reason=f"allreduce.busbw on cluster: 62 GB/s < 120 {HOSTILE}",
+        hosts=hosts,
+        phases=[
+            PhaseRecord("preflight", "ok", 12.3),
+            PhaseRecord("allreduce", "failed", 301.0, "busbw below baseline"),
+            PhaseRecord("isolation", "ok", 640.5, evidence=["isolation/runs.json"]),
+        ],
+        measurements=measurements,
+        rules=rules,
+        culprits=[culprit],
+        isolation=Isolation(
+            trigger="allreduce.busbw cluster",
+            threshold_gbps=120.0,
+            runs=runs,
+            culprits=[culprit],
+            rounds=2,
+        ),
+        sweeps=[
+            Sweep("cluster", tuple(hosts), "bfloat16", SIZES, [20.0, 40.0, 55.0, 60.0, 61.0, 62.0]),
+            Sweep(
+                "iso-1-0", ("gpu001", "gpu002"), "bfloat16", SIZES, [30, 80, 150, 170, 178, 180.5]
+            ),
+        ],
+        facts=facts,
+        regressions=[
+            {
+                "name": "allreduce.busbw_gbps",
+                "subject": "cluster",
+                "old": 160.0,
+                "new": 62.0,
+                "change_pct": -61.25,
+                "tolerance_pct": 5.0,
+                "note": HOSTILE,
+            },
+        ],
+        compared_with="runs/2024-05-01/result.json",
+    )
+
+
+def partial_result() -> CertificationResult:
+    """A run that stopped in preflight: no rules, no measurements, not finished."""
+    return CertificationResult(
+        stack="dev",
+        cluster="lab",
+        profile="quick",
+        provisioning_hash=None,
+        baseline={},
+        started_at="2024-06-01T12:00:00Z",
+        status="error",
+        reason="preflight: ssh to node2 failed: Connection refused",
+        hosts=["node1", "node2"],
+        phases=[PhaseRecord("preflight", "error", 3.2, "ssh to node2 failed")],
+    )
+
+
+def families(text: str) -> dict[str, list]:
+    return {f.name: f.samples for f in text_string_to_metric_families(text)}
+
+
+# --- kiln.prom ----------------------------------------------------------------
+
+
+def test_prom_reports_the_verdict_rules_culprits_and_bandwidth() -> None:
+    result = failing_result()
+    metrics = families(prometheus_text(result, now=1.0))
+
+    (status,) = metrics["kiln_certification_status"]
+    assert status.value == 2
+    assert status.labels == {"cluster": "hgx-a", "stack": "prod", "profile": "full"}
+    assert metrics["kiln_certification_passed"][0].value == 0
+    # The finish time, not `now`: a stale certification must look stale.
+    assert metrics["kiln_certification_timestamp_seconds"][0].value == FINISHED_TS
+
+    rules = {
+        (s.labels["rule"], s.labels["subject"]): s
+        for s in metrics["kiln_certification_rule_status"]
+    }
+    assert len(rules) == len(result.rules)
+    assert rules["allreduce.busbw", "cluster"].value == 2
+    assert rules["allreduce.busbw", "cluster"].labels["fault_code"] == "KILN-AR-001"
+    assert rules["allreduce.node_busbw", "gpu002"].value == 1
+    assert rules["allreduce.node_busbw", "gpu001"].value == 0
+    assert rules["allreduce.node_busbw", "gpu001"].labels["fault_code"] == ""
+
+    culprits = metrics["kiln_certification_culprit"]
+    assert [(s.labels["host"], s.labels["kind"], s.value) for s in culprits] == [
+        ("gpu003", "node", 1)
+    ]
+
+    busbw = {s.labels["subject"]: s.value for s in metrics["kiln_certification_busbw_gbps"]}
+    # None values (a missing measurement, a failed run) are skipped rather than written as 0.
+    assert busbw == {
+        "cluster": 62.0,
+        "gpu001+gpu002": 180.5,
+        "gpu003+gpu004": 41.2,
+        "gpu003+gpu001": 40.0,
+    }
+
+
+def test_prom_for_a_passing_run_and_an_unfinished_one() -> None:
+    passing = failing_result()
+    passing.status = "warn"
+    metrics = families(prometheus_text(passing))
+    assert metrics["kiln_certification_status"][0].value == 1
+    assert metrics["kiln_certification_passed"][0].value == 1
+
+    metrics = families(prometheus_text(partial_result(), now=1717243200.5))
+    assert metrics["kiln_certification_status"][0].value == 3
+    assert metrics["kiln_certification_passed"][0].value == 0
+    assert metrics["kiln_certification_timestamp_seconds"][0].value == 1717243200.5
+    assert metrics["kiln_certification_rule_status"] == []
+
+
+def test_prom_label_values_round_trip_through_the_parser() -> None:
+    nasty = 'we"ird\\host\nname'
+    result = failing_result()
+    result.cluster = nasty
+    result.culprits = [Culprit("link", (nasty, "gpu004"), 'KILN-"X"', "slow link")]
+    text = prometheus_text(result, now=0)
+    metrics = families(text)
+    assert metrics["kiln_certification_status"][0].labels["cluster"] == nasty
+    hosts = {s.labels["host"] for s in metrics["kiln_certification_culprit"]}
+    assert hosts == {nasty, "gpu004"}
+    assert metrics["kiln_certification_culprit"][0].labels["fault_code"] == 'KILN-"X"'
+
+
+def test_prom_never_writes_the_same_series_twice() -> None:
+    result = failing_result()
+    result.isolation.runs.append(
+        GroupRun("iso-3-0", ("gpu003", "gpu004"), 3, 39.0, True, "confirm")
+    )
+    text = prometheus_text(result, now=0)
+    series = [line.rsplit(" ", 1)[0] for line in text.splitlines() if not line.startswith("#")]
+    assert len(series) == len(set(series))
+
+
+# --- junit.xml ----------------------------------------------------------------
+
+
+def test_junit_has_a_case_per_rule_and_failures_carry_the_fault_code() -> None:
+    result = failing_result()
+    root = ET.fromstring(junit_xml(result))
+    suite = root if root.tag == "testsuite" else root.find("testsuite")
+    assert suite.get("name") == "kiln-certify"
+    cases = suite.findall("testcase")
+    assert len(cases) == len(result.rules) == int(suite.get("tests"))
+    assert int(suite.get("failures")) == len(result.failed_rules) == 3
+    assert int(suite.get("errors")) == 0
+
+    by_id = {(c.get("classname"), c.get("name")): c for c in cases}
+    failure = by_id["allreduce.busbw", "cluster"].find("failure")
+    assert failure.get("type") == "KILN-AR-001"
+    assert HOSTILE in failure.get("message")  # escaped by the writer, intact after parsing
+    assert "62.0 GB/s" in failure.text and ">= 120 fail" in failure.text
+    assert "allreduce/cluster.json" in failure.text
+    missing = by_id["preflight.rdma", "gpu004"].find("failure")
+    assert missing.get("type") == "KILN-PF-004" and "value: missing" in missing.text
+
+    warned = by_id["allreduce.node_busbw", "gpu002"]
+    assert warned.find("failure") is None
+    assert warned.find("system-out").text.startswith("WARN: KILN-AR-002")
+    passed = by_id["allreduce.node_busbw", "gpu001"]
+    assert list(passed) == []
+
+
+def test_junit_shows_an_errored_run() -> None:
+    result = partial_result()
+    root = ET.fromstring(junit_xml(result))
+    suite = root if root.tag == "testsuite" else root.find("testsuite")
+    (case,) = suite.findall("testcase")
+    assert (case.get("classname"), case.get("name")) == ("kiln-certify", "run")
+    assert case.find("error").get("message") == result.reason
+    assert int(suite.get("errors")) == 1 and int(suite.get("tests")) == 1
+
+
+def test_junit_survives_control_characters_in_reasons() -> None:
+    result = failing_result()
+    result.rules[0] = RuleResult("r", "cluster", "fail", "m", None, reason="bad\x1b[31m\x00byte")
+    root = ET.fromstring(junit_xml(result))
+    assert "bad" in root.find(".//failure").get("message")
+
+
+# --- report.html --------------------------------------------------------------
+
+
+class _Collector(HTMLParser):
+    """Records tags and attributes; the strict parse would raise on malformed input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.attrs: list[tuple[str, str | None]] = []
+        self.images: list[dict[str, str | None]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        self.attrs += attrs
+        if tag == "img":
+            self.images.append(dict(attrs))
+
+
+def parse_html(text: str) -> _Collector:
+    parser = _Collector()
+    parser.feed(text)
+    parser.close()
+    return parser
+
+
+def test_html_shows_verdict_culprit_and_plots() -> None:
+    result = failing_result()
+    page = report_html(result)
+    parsed = parse_html(page)
+
+    assert ">FAIL<" in page
+    assert "allreduce.busbw on cluster: 62 GB/s &lt; 120" in page
+    assert "gpu003" in page and "KILN-ISO-001" in page
+    assert "KILN-AR-001" in page and "6.5.0-1-generic" in page
+    assert "-61.25" in page and "runs/2024-05-01/result.json" in page  # regression table
+    assert "NCCL timeout" in page and "isolation/runs.json" in page
+    # One image per plot whose data exists: sweeps, isolation runs, per-node busbw.
+    assert len(parsed.images) == 3
+    for img in parsed.images:
+        assert img["alt"]
+        assert img["src"].startswith("data:image/png;base64,")
+        png = base64.b64decode(img["src"].split(",", 1)[1], validate=True)
+        assert png.startswith(b"\x89PNG\r\n\x1a\n")
+        assert len(png) < 200_000
+    assert "gpu003+gpu004" in parsed.images[1]["alt"]
+
+
+def test_html_escapes_everything_and_is_self_contained() -> None:
+    result = failing_result()
+    result.facts["gpu001"]["kernel"] = HOSTILE
+    result.hosts.append('"><img src=x onerror=alert(1)>')
+    # `$` would start matplotlib mathtext; an unbalanced one must not break the plots.
+    odd = "gpu$\\frac{$9"
+    result.sweeps.append(Sweep("odd", (odd,), "float32", SIZES[:2], [1.0, 2.0]))
+    result.isolation.runs.append(GroupRun("iso-3-0", (odd, "gpu001"), 3, 90.0, True))
+    result.measurements.append({"name": "allreduce.node_busbw_gbps", "subject": odd, "value": 9.0})
+    page = report_html(result)
+    assert HOSTILE not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    parsed = parse_html(page)
+    assert "script" not in parsed.tags and "link" not in parsed.tags
+    assert all(name not in {"onerror", "onload"} for name, _ in parsed.attrs)
+    assert not re.search(r'(src|href)\s*=\s*"?(https?:|//)', page, re.I)
+    assert len(parsed.images) == 3
+    assert all(img["src"].startswith("data:") for img in parsed.images)
+
+
+def test_html_highlights_the_odd_fact_out() -> None:
+    page = report_html(failing_result())
+    assert '<td class="differs">6.5.0-1-generic</td>' in page
+    assert '<td class="differs">6.8.0-48-generic</td>' not in page
+    # Host names differ by design and are not flagged.
+    assert '<td class="differs">gpu001</td>' not in page
+
+
+def test_html_for_a_partial_run_has_no_plots() -> None:
+    page = report_html(partial_result())
+    parsed = parse_html(page)
+    assert ">ERROR<" in page and "Connection refused" in page
+    assert parsed.images == []
+    assert "preflight" in page
+
+
+# --- files ----------------------------------------------------------------------
+
+
+def test_write_reports_writes_all_files_and_json_round_trips(tmp_path: Path) -> None:
+    result = failing_result()
+    paths = write_reports(result, tmp_path / "report")
+    assert list(paths) == list(REPORT_FILES)
+    assert sorted(os.listdir(tmp_path / "report")) == sorted(REPORT_FILES)
+    doc = json.loads(paths["result.json"].read_text())
+    assert CertificationResult.from_dict(doc).to_dict() == result.to_dict()
+    assert families(paths["kiln.prom"].read_text())["kiln_certification_status"][0].value == 2
+    assert ET.parse(paths["junit.xml"]).getroot() is not None
+    # node_exporter and dashboards read these as other users.
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in paths.values())
+
+
+def test_partial_result_still_yields_every_file(tmp_path: Path) -> None:
+    result = partial_result()
+    paths = write_reports(result, tmp_path)
+    assert sorted(os.listdir(tmp_path)) == sorted(REPORT_FILES)
+    assert json.loads(paths["result.json"].read_text())["status"] == "error"
+    error = ET.parse(paths["junit.xml"]).getroot().find(".//testcase/error")
+    assert error is not None and "Connection refused" in error.get("message")
+    assert "ERROR" in paths["report.html"].read_text()
+    assert families(paths["kiln.prom"].read_text())["kiln_certification_status"][0].value == 3
+
+
+def test_write_atomic_keeps_the_old_file_on_bad_data(tmp_path: Path) -> None:
+    target = tmp_path / "kiln.prom"
+    write_atomic(target, "old\n")
+    with pytest.raises(TypeError):
+        write_atomic(target, {"not": "text"})  # type: ignore[arg-type]
+    assert target.read_text() == "old\n"
+    assert os.listdir(tmp_path) == ["kiln.prom"]
+
+
+def test_write_atomic_cleans_up_when_the_rename_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "result.json"
+    write_atomic(target, b"old")
+
+    def broken_replace(src: object, dst: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(report.os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        write_reports(failing_result(), tmp_path)
+    assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["result.json"]
