@@ -273,6 +273,7 @@ def certification_job(cluster: Cluster, image: str, provisioning_hash: str) -> l
     and the one `validation` documents are the same.
     """
     # validation.launch imports torch; only Kubernetes stacks pay for it.
+    from kiln.certification.launch import allreduce_args
     from validation.launch import HostSpec, KubernetesLauncher
 
     pools = gpu_pools(cluster) or cluster.node_pools
@@ -288,12 +289,13 @@ def certification_job(cluster: Cluster, image: str, provisioning_hash: str) -> l
         active_deadline_s=timeout,
         labels={"kueue.x-k8s.io/queue-name": QUEUE},
     )
-    # Up to 8 GiB on GPUs (nccl-tests' usual top size); CPU-only pools use gloo
-    # and a sweep that finishes within the timeout.
-    if per_node:
-        args = ["-b", "8", "-e", "8G", "-f", "2", "--timeout", str(timeout)]
-    else:
-        args = ["-b", "8", "-e", "64M", "-f", "2", "--backend", "gloo", "--timeout", str(timeout)]
+    # The same sweep as `kiln certify` runs through srun or SSH (the stack's
+    # certification.allreduce, first dtype), so the headline means the same;
+    # CPU-only pools use gloo.
+    settings = cluster.certification
+    args = allreduce_args(settings.allreduce, settings.allreduce.dtypes[:1], timeout)
+    if not per_node:
+        args += ["--backend", "gloo"]
     service, job = launcher.render(
         certification_run_name(provisioning_hash),
         "validation.allreduce",

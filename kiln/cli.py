@@ -280,6 +280,8 @@ def verdict_table(result) -> Table:  # noqa: ANN001
         value = r.value
         if isinstance(value, float):
             value = f"{value:.4g}"
+        if isinstance(value, dict):  # homogeneity: the facts compared; the reason says which
+            value = "as its pool" if r.status == "pass" else "differs (see report)"
         shown_value = "missing" if value is None else str(value)
         table.add_row(
             r.rule,

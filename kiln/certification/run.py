@@ -98,11 +98,11 @@ class Certification:
     """State of one run; each phase adds to `result` and saves it."""
 
     def __init__(
-        self, cluster: Cluster, request: Request, access: Access, progress: Progress
+        self, cluster: Cluster, request: Request, access: Access | None, progress: Progress
     ) -> None:
+        """Checks the request (baseline, phases, --compare) before any host is reached."""
         self.cluster = cluster
         self.request = request
-        self.access = access
         self.progress = progress
         self.baseline, info = baselines.load(_baseline_name(cluster))
         self.profile = request.profile or cluster.certification.profile
@@ -122,6 +122,9 @@ class Certification:
             hosts=list(self.computes),
         )
         self.previous = _read_previous(request.compare) if request.compare else None
+        # Last: reaching the hosts (a lab's keys, a static pool's key files) comes
+        # after everything that can be refused without them.
+        self.access = access or access_for(cluster)
 
     # -- bookkeeping ---------------------------------------------------------------
 
@@ -361,7 +364,7 @@ def certify_stack(
             "kiln certify does not read Kubernetes Job results yet: on Kubernetes stacks the "
             "certification Job runs in the cluster (see its log)"
         )
-    run = Certification(cluster, request, access or access_for(cluster), progress)
+    run = Certification(cluster, request, access, progress)
     result = run.run()
     if request.publish and cluster.monitoring.node_exporter:
         from kiln.certification.publish import publish_textfile
