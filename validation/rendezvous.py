@@ -22,6 +22,7 @@ import torch.distributed as dist
 #: Set by launchers to the logical host name of a rank (inventory name, pod's
 #: node), which is what an operator needs in an error; defaults to gethostname().
 from validation.envvars import HOST_NAME_ENV  # noqa: E402  (re-exported)
+from validation.ports import free_port  # noqa: E402, F401  (re-exported)
 
 
 class RendezvousError(RuntimeError):
@@ -268,8 +269,3 @@ def _all_gather_strings(text: str, device: torch.device, timeout_s: float) -> li
     return [bytes(b[:n].cpu().tolist()).decode() for b, n in zip(bufs, sizes, strict=True)]
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (the usual bind-to-0 trick)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])

@@ -17,6 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from validation.envvars import HOST_NAME_ENV
 from validation.launch.base import (
     HostSpec,
     Launcher,
@@ -26,7 +27,7 @@ from validation.launch.base import (
     assign_ranks,
     with_json_arg,
 )
-from validation.rendezvous import HOST_NAME_ENV, free_port
+from validation.ports import free_port
 
 # The directory holding the ``validation`` package, so ``python -m
 # validation.x`` works from any working directory without installing it.
