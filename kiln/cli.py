@@ -255,6 +255,9 @@ def certify_cmd(
     with out.status("certify") as status:
         result = certify_stack(cluster, request, progress=lambda m: status.update(m))
     out.print(verdict_table(result))
+    for phase in result.phases:
+        if phase.status == "failed":
+            err.print(f"[yellow]warning:[/] {phase.name}: {phase.message}", highlight=False)
     style = _STATUS_STYLE[result.status]
     out.print(f"[bold {style}]{result.status.upper()}[/]: {result.reason}", highlight=False)
     out.print(f"report: {out_path / 'report.html'}", highlight=False, soft_wrap=True)

@@ -259,3 +259,26 @@ def test_the_pulumi_seam_records_the_verdict_and_culprits(stack, tmp_path, monke
     ]
     assert Path(record["report"]).is_file() and "state/certifications/sim" in record["report"]
     assert record["provisioningHash"] == "h1"
+
+
+def test_a_host_that_cannot_take_kiln_prom_is_named_and_the_verdict_stands(
+    stack, tmp_path, monkeypatch
+):
+    Cluster(monkeypatch, fabric())
+    copied = {}
+
+    def publish_one(target, data, directory):
+        copied[target.name] = data
+        return f"{target.name}: disk full" if target.name == "n2" else None
+
+    monkeypatch.setattr("kiln.certification.publish.publish_one", publish_one)
+    cluster = load_stack("sim", stack)
+    result = certify_stack(cluster, Request("sim", tmp_path / "out"), access=access(cluster))
+    assert result.status == "pass" and set(copied) == {"ctl", *COMPUTES}
+    assert copied["n1"] == (tmp_path / "out" / "kiln.prom").read_bytes()
+    publish = result.phases[-1]
+    assert (
+        publish.name == "publish"
+        and publish.status == "failed"
+        and "n2: disk full" in publish.message
+    )
