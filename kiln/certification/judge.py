@@ -42,13 +42,20 @@ def isolation_trigger(baseline: Baseline, rules: list[RuleResult]) -> RuleResult
 def culprit_rules(result: CertificationResult) -> list[RuleResult]:
     """One failed rule result per culprit, so every report lists who is to blame."""
     threshold = f"group runs >= {result.isolation.threshold_gbps:.4g}" if result.isolation else ""
+    busbw = {r.id: r.busbw_gbps for r in result.isolation.runs} if result.isolation else {}
+
+    def shown(evidence: tuple[str, ...]) -> float | None:
+        # The slowest run that shows the culprit: what a person compares with the bound.
+        values = [v for v in (busbw.get(e) for e in evidence) if v is not None]
+        return min(values) if values else None
+
     return [
         RuleResult(
             rule=ISOLATION_RULE,
             subject="+".join(c.hosts),
             status="fail",
             measurement="allreduce.busbw_gbps",
-            value=None,
+            value=shown(c.evidence),
             unit="GB/s",
             threshold=threshold,
             fault_code=c.fault_code,

@@ -293,7 +293,10 @@ def _homogeneity(rule: Rule, subjects: Sequence[str], context: Context) -> list[
             RuleResult(
                 **base,
                 status="fail" if differs else "pass",
-                value={f: facts.get(f) for f in rule.facts},  # type: ignore[arg-type]
+                # Compact, for tables: the facts this host has (None ones left out).
+                value="; ".join(
+                    f"{f}={_key(facts[f]).strip(chr(34))}" for f in rule.facts if facts.get(f)
+                ),
                 fault_code=rule.fault if differs else None,
                 reason=("differs from its pool: " + "; ".join(differs))
                 if differs

@@ -158,6 +158,8 @@ def test_a_slow_node_fails_and_is_the_only_one_blamed(stack, tmp_path, monkeypat
     # Isolation ran groups of the computes (plus no referee needed: halves were good).
     assert sim.groups[0] == tuple(COMPUTES) and len(sim.groups) <= 1 + 2 * 2 + 1
     assert all(Path(tmp_path / "out" / r.evidence).is_file() for r in result.isolation.runs)
+    blame = next(r for r in result.rules if r.rule == "allreduce.isolation")
+    assert blame.value is not None and blame.value < result.isolation.threshold_gbps
 
 
 def test_a_host_unreachable_at_preflight_stops_the_run_naming_it(stack, tmp_path, monkeypatch):
