@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -118,11 +119,21 @@ def gather_host(target: ssh.SshTarget, command: str, timeout: float) -> HostFact
 
 
 def controller_views(
-    target: ssh.SshTarget, cluster: Cluster, prometheus_port: int, timeout: float
+    target: ssh.SshTarget,
+    cluster: Cluster,
+    prometheus_port: int,
+    timeout: float,
+    scrape_wait_s: float = 60.0,
 ) -> tuple[dict[str, str], dict[str, str], str | None]:
-    """(Slurm state by node, Prometheus target health by node, error) from the controller."""
+    """(Slurm state by node, Prometheus target health by node, error) from the controller.
+
+    Right after provisioning Prometheus may not have scraped every target yet
+    (health `unknown`, or no targets while it starts): wait up to
+    `scrape_wait_s`, a few scrape intervals, for every host's first scrape
+    rather than report a healthy target as missing."""
     slurm: dict[str, str] = {}
     targets: dict[str, str] = {}
+    expected = {h.name for h in cluster.hosts}
     try:
         with ssh.connect(target, timeout=timeout) as client:
             if cluster.scheduler == "slurm":
@@ -131,10 +142,14 @@ def controller_views(
                     if node:
                         slurm[node] = state.strip()
             if cluster.monitoring.prometheus and cluster.monitoring.node_exporter:
-                body = ssh.run(
-                    client, _PROMETHEUS_COMMAND.format(port=prometheus_port), timeout=timeout
-                ).stdout
-                targets = _node_targets(body)
+                query = _PROMETHEUS_COMMAND.format(port=prometheus_port)
+                deadline = time.monotonic() + scrape_wait_s
+                while True:
+                    targets = _node_targets(ssh.run(client, query, timeout=timeout).stdout)
+                    scraped = {n for n, health in targets.items() if health != "unknown"}
+                    if expected <= scraped or time.monotonic() > deadline:
+                        break
+                    time.sleep(3)
     except Exception as exc:  # noqa: BLE001 - reported, and the rules then fail closed
         return slurm, targets, f"{target.name}: {exc}"
     return slurm, targets, None

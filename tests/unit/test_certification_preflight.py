@@ -68,3 +68,35 @@ def test_the_state_command_is_posix_sh_and_runs_here(tmp_path):
     assert proc.returncode == 0, proc.stderr
     state = pre.parse_state(proc.stdout)
     assert state["torch"] is None and state["shared_fs"] == "none"
+
+
+def test_a_target_not_scraped_yet_is_waited_for_not_reported_missing(monkeypatch):
+    """Right after provisioning Prometheus has not scraped yet: certify must not fail on that."""
+    import contextlib
+    import json
+
+    from kiln.ssh import CommandResult
+
+    cluster = load_stack("lab", REPO / "stacks")
+
+    def body(health):
+        targets = [
+            {"labels": {"job": "node", "node": n}, "health": health.get(n, "unknown")}
+            for n in ("ctl1", "node1", "node2")
+        ]
+        return json.dumps({"data": {"activeTargets": targets}})
+
+    answers = iter(
+        [
+            CommandResult(0, "node1 idle\nnode2 idle\n", ""),
+            CommandResult(7, "", "connection refused"),  # Prometheus still starting
+            CommandResult(0, body({"ctl1": "up"}), ""),
+            CommandResult(0, body({"ctl1": "up", "node1": "up", "node2": "down"}), ""),
+        ]
+    )
+    monkeypatch.setattr(pre.ssh, "connect", lambda target, timeout: contextlib.nullcontext())
+    monkeypatch.setattr(pre.ssh, "run", lambda client, command, timeout: next(answers))
+    monkeypatch.setattr(pre.time, "sleep", lambda s: None)
+    slurm, targets, error = pre.controller_views(None, cluster, 9090, 10)
+    assert error is None and slurm == {"node1": "idle", "node2": "idle"}
+    assert targets == {"ctl1": "up", "node1": "up", "node2": "down"}  # a real "down" stays down
