@@ -207,7 +207,9 @@ def _threshold(
         reason = f"{value:.4g}{unit} within bounds"
     else:
         reason = f"{rule.measurement} {broken}{unit}"
-    lower = rule.higher_is_better if not rule.ceiling or rule.floor else False
+    # fail_at / warn_at report the rule's main direction: a rule with only a
+    # ceiling is lower-is-better whatever `higherIsBetter` says.
+    lower = False if rule.ceiling and not rule.floor else rule.higher_is_better
     return RuleResult(
         rule=rule.id,
         subject=subject,
