@@ -8,19 +8,12 @@ that passed before and fails now is a regression too, whatever its numbers.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from kiln.certification.baseline import Baseline, Rule
-from kiln.certification.verdict import CertificationResult
+from kiln.certification.verdict import CertificationResult, finite_number
 
 DEFAULT_TOLERANCE = 0.10
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
 
 
 def _rule_for(baseline: Baseline, name: str) -> Rule | None:
@@ -43,7 +36,7 @@ def regressions(
     out: list[dict[str, Any]] = []
     for m in new.measurements:
         key = (m["name"], m["subject"])
-        was, now = _number(before.get(key)), _number(m.get("value"))
+        was, now = finite_number(before.get(key)), finite_number(m.get("value"))
         if was is None or now is None or was == 0:
             continue
         rule = _rule_for(baseline, m["name"])

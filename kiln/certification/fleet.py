@@ -14,7 +14,6 @@ the fleet is thereby excluded, not averaged in.
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -24,7 +23,7 @@ from typing import Any
 import yaml
 
 from kiln.certification import baseline as baselines
-from kiln.certification.verdict import CertificationResult
+from kiln.certification.verdict import CertificationResult, finite_number
 from kiln.errors import UsageError
 
 _MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution times this is its sigma
@@ -77,11 +76,9 @@ def _values(
                 continue
             if (scope == "cluster") != (m.get("subject") == "cluster"):
                 continue
-            value = m.get("value")
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                continue
-            if math.isfinite(value):
-                found.append((float(value), f"result {i + 1} ({result.started_at}) {m['subject']}"))
+            value = finite_number(m.get("value"))
+            if value is not None:
+                found.append((value, f"result {i + 1} ({result.started_at}) {m['subject']}"))
     return found
 
 

@@ -10,7 +10,6 @@ stored result.json gives the same verdict.
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kiln.certification.baseline import Baseline, Rule
-from kiln.certification.verdict import RuleResult
+from kiln.certification.verdict import RuleResult, finite_number
 
 #: Fault code of a rule whose measurement is missing or unusable: "we could not
 #: tell" is its own finding, apart from "it measured out of bounds".
@@ -97,12 +96,6 @@ def _missing(rule: Rule, subject: str, found: Mapping[str, Any] | None, why: str
     )
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
 def _pool_values(
     rule: Rule,
     subject: str,
@@ -117,7 +110,7 @@ def _pool_values(
     for other in subjects:
         if context.pool_of.get(other) != pool:
             continue
-        number = _number((index.get((rule.measurement or "", other)) or {}).get("value"))
+        number = finite_number((index.get((rule.measurement or "", other)) or {}).get("value"))
         if number is not None:
             values.append(number)
     return values
@@ -186,7 +179,7 @@ def _threshold(
 ) -> RuleResult:
     if found is None:
         return _missing(rule, subject, None, "was not measured")
-    value = _number(found.get("value"))
+    value = finite_number(found.get("value"))
     if value is None:
         raw = found.get("value")
         why = "was not measured" if raw is None else f"is not a finite number ({raw!r})"

@@ -27,7 +27,12 @@ from kiln.certification.launch import GroupOutcome, GroupRunner, allreduce_args
 from kiln.certification.record import record_allreduce
 from kiln.certification.report import write_atomic, write_reports
 from kiln.certification.rules import Context, evaluate
-from kiln.certification.verdict import CertificationResult, PhaseRecord, RuleResult
+from kiln.certification.verdict import (
+    CertificationResult,
+    PhaseRecord,
+    RuleResult,
+    finite_number,
+)
 from kiln.config import Cluster
 from kiln.errors import UsageError
 from kiln.inventory import Access, access_for
@@ -381,12 +386,12 @@ def certify_stack(
 
 def headline(result: CertificationResult) -> float | None:
     """The cluster-wide headline busbw of a result, if measured."""
-    values = [
-        m["value"]
+    numbers = [
+        v
         for m in result.measurements
         if m["name"] == "allreduce.busbw_gbps" and m["subject"] == "cluster"
+        if (v := finite_number(m["value"])) is not None
     ]
-    numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
     return statistics.median(numbers) if numbers else None
 
 

@@ -8,6 +8,7 @@ record of a run. Nothing here imports torch or Pulumi.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -23,6 +24,14 @@ VerdictStatus = Literal["pass", "warn", "fail", "error"]
 EXIT_CODES: dict[str, int] = {"pass": 0, "warn": 0, "fail": 1, "error": 2}
 
 _RANK = {"pass": 0, "warn": 1, "fail": 2, "error": 3}
+
+
+def finite_number(value: Any) -> float | None:
+    """`value` as a float when it is a finite number; None for anything else (None, NaN,
+    infinities, strings, and booleans, which Python counts as ints)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 def worst(statuses: list[str]) -> str:
