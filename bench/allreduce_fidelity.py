@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from kiln.lab.lab import Lab, teardown  # noqa: E402
+from kiln.lab.lifecycle import Lab, teardown  # noqa: E402
 from kiln.provision import provision  # noqa: E402
 from kiln.stack import cluster_from_document  # noqa: E402
 from validation.launch import HostSpec, SshLauncher  # noqa: E402

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import yaml  # noqa: E402
 
-from kiln.lab.lab import Lab  # noqa: E402
+from kiln.lab.lifecycle import Lab  # noqa: E402
 from kiln.stack import cluster_from_document, stack_file  # noqa: E402
 
 # Its own id and subnet: the bench never disturbs a lab you keep up.

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kiln.lab.lab import Lab, teardown  # noqa: E402
+from kiln.lab.lifecycle import Lab, teardown  # noqa: E402
 from kiln.provision import provision  # noqa: E402
 from kiln.stack import cluster_from_document  # noqa: E402
 

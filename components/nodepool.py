@@ -10,7 +10,7 @@ import pulumi
 from components.providers import LabMachines, Preflight
 from kiln import config
 from kiln.drift import digest
-from kiln.labpool import lab_inputs
+from kiln.lab_machines import lab_inputs
 
 
 def preflight_inputs(

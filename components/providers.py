@@ -1,7 +1,7 @@
 """Dynamic resources: Pulumi's handle on work only Kiln can do (SSH, lab machines, Ansible).
 
 Each provider method is a few lines around a plain function in `kiln`
-(`preflight`, `labpool`, `drift`, `certify`), where the logic is tested
+(`preflight`, `lab_machines`, `playbook_resource`, `certify`), where the logic is tested
 without the engine. Recorded state never holds a secret: inputs such as SSH
 keys are stripped from what create/update return.
 
@@ -20,7 +20,7 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider, UpdateResult
 
-from kiln import certify, drift, labpool, preflight
+from kiln import certify, lab_machines, playbook_resource, preflight
 
 _PROVIDER_KEY = "__provider"
 _STOCK_BATCH_SETITEMS = pickle._Pickler._batch_setitems  # type: ignore[attr-defined]
@@ -98,22 +98,22 @@ class LabMachinesProvider(ResourceProvider):
     """A stack's lab: `Lab.up()` to create or repair, `teardown` to delete."""
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        return CreateResult(props["lab"]["id"], labpool.up(_state(props)))
+        return CreateResult(props["lab"]["id"], lab_machines.up(_state(props)))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        reasons, replaces = labpool.diff(olds, news)
+        reasons, replaces = lab_machines.diff(olds, news)
         # Same subnet, new id: the old bridge must go before the new one comes up.
         return DiffResult(changes=bool(reasons), replaces=replaces, delete_before_replace=True)
 
     def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        return UpdateResult(labpool.up(_state(news)))
+        return UpdateResult(lab_machines.up(_state(news)))
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
-        labpool.down(props)
+        lab_machines.down(props)
 
 
 class LabMachines(KilnResource, module="kiln", name="LabMachines"):
-    """The lab machines of a stack (see `kiln.labpool`)."""
+    """The lab machines of a stack (see `kiln.lab_machines`)."""
 
     nodes: pulumi.Output[dict[str, Any]]
     ssh_config: pulumi.Output[str]
@@ -129,18 +129,19 @@ class LabMachines(KilnResource, module="kiln", name="LabMachines"):
 
 
 class PlaybookProvider(ResourceProvider):
-    """A stage of roles on some hosts, re-run only when `kiln.drift` finds drift."""
+    """A stage of roles on some hosts, re-run only when `kiln.playbook_resource` finds drift."""
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         return CreateResult(
-            f"{props['stage']}:{props.get('pool') or 'all'}", drift.run_playbook(_state(props))
+            f"{props['stage']}:{props.get('pool') or 'all'}",
+            playbook_resource.run_playbook(_state(props)),
         )
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        return DiffResult(changes=bool(drift.rerun_reasons(olds, news)))
+        return DiffResult(changes=bool(playbook_resource.playbook_rerun_reasons(olds, news)))
 
     def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        return UpdateResult(drift.run_playbook(_state(news)))
+        return UpdateResult(playbook_resource.run_playbook(_state(news)))
 
     # delete: roles have no undo; hosts keep their configuration (docs/pulumi.md).
 
@@ -172,7 +173,7 @@ class CertificationProvider(ResourceProvider):
         return CreateResult(f"certification:{props['provisioningHash'][:12]}", state)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        return DiffResult(changes=bool(certify.rerun_reasons(olds, news)))
+        return DiffResult(changes=bool(certify.recertify_reasons(olds, news)))
 
     def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         return UpdateResult(certify.run_from_props(_state(news), self.certifier))

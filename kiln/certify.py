@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kiln.cluster_spec import cluster_spec
 from kiln.config import Cluster
-from kiln.keyfiles import cluster_spec, cluster_with_key_files
+from kiln.keyfiles import cluster_with_key_files
 
 #: `error`: the run could not finish (a host unreachable, a launcher error): never a pass.
 STATUSES = ("pass", "warn", "fail", "error", "not-run")
@@ -84,7 +85,7 @@ def default_out_dir(cluster_name: str) -> Path:
     """Where a certification run keeps its reports when no --out is given."""
     from datetime import UTC, datetime
 
-    from kiln.lab.layout import state_root
+    from kiln.paths import state_root
 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return state_root() / "certifications" / cluster_name / stamp
@@ -128,7 +129,7 @@ def run(
     return record(certifier(cluster, context), context.provisioning_hash)
 
 
-def rerun_reasons(olds: Mapping[str, Any], news: Mapping[str, Any]) -> list[str]:
+def recertify_reasons(olds: Mapping[str, Any], news: Mapping[str, Any]) -> list[str]:
     """Why certification must run again: what it certifies changed."""
     keys = ("provisioningHash", "hosts", "settings", "baselineDigest", "job")
     return [key for key in keys if olds.get(key) != news.get(key)]

@@ -92,7 +92,7 @@ def config_check(stack: StackOpt, stacks_dir: StacksDirOpt = None) -> None:
 
 def _lab(stack: str, stacks_dir: Path | None):  # noqa: ANN202 - import kept lazy
     # Imported here so `kiln config check` works on hosts without lab tooling.
-    from kiln.lab.lab import Lab
+    from kiln.lab.lifecycle import Lab
 
     return Lab(_load(stack, stacks_dir))
 

@@ -3,9 +3,10 @@
 A Playbook resource's inputs are built here (`playbook_inputs`): the play, the
 roles it uses with a content hash of their files, the role variables
 (`kiln.inventory.pool_vars` / `cluster_vars`), the host list and one `hash`
-over all of them. Its provider re-runs the play only when `rerun_reasons`
-finds a difference, so `pulumi preview` shows drift before anything runs and
-an unchanged stack is a no-op. Secrets never enter the hash.
+over all of them. Its provider (`kiln.playbook_resource`) re-runs the play
+only when that hash or the hosts' facts differ, so `pulumi preview` shows
+drift before anything runs and an unchanged stack is a no-op. Secrets never
+enter the hash.
 """
 
 from __future__ import annotations
@@ -16,14 +17,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from kiln.cluster_spec import cluster_spec
 from kiln.config import Cluster, NodePool
-from kiln.errors import KilnError, UsageError
 from kiln.inventory import cluster_vars, pool_vars
-from kiln.keyfiles import cluster_spec, cluster_with_key_files
 from kiln.plays import (
     DriverOwner,
     Stage,
-    apply_play,
     excluded_roles,
     load_site,
     role_closure,
@@ -130,33 +129,3 @@ def secrets_digest(secrets: Mapping[str, Any] | None) -> str | None:
     """
     extra = (secrets or {}).get("extraVars")
     return digest(extra) if extra else None
-
-
-def rerun_reasons(olds: Mapping[str, Any], news: Mapping[str, Any]) -> list[str]:
-    """Why the play must run again (empty: it is up to date).
-
-    `olds` is the recorded state, `news` the inputs now (secrets in plain text,
-    as providers receive them).
-    """
-    reasons = [key for key in ("hash", "factsDigest") if olds.get(key) != news.get(key)]
-    if olds.get("secretsDigest") != secrets_digest(news.get("secrets")):
-        reasons.append("secrets")
-    return reasons
-
-
-def run_playbook(props: Mapping[str, Any]) -> dict[str, Any]:
-    """Apply a Playbook resource's play; its recorded state (inputs without secrets + recap)."""
-    roles_dir = Path(props["rolesDir"])
-    missing = missing_roles(roles_dir, props["roles"])
-    if missing:
-        raise UsageError(f"roles/site.yml uses roles that do not exist: {', '.join(missing)}")
-    if roles_digest(roles_dir, props["roles"]) != props["rolesHash"]:
-        # Running other content than was hashed would record a state that lies.
-        raise KilnError("roles changed since this update was planned; run `pulumi up` again")
-    secrets = props.get("secrets") or {}
-    with cluster_with_key_files(props["cluster"], secrets.get("sshKeys") or {}) as cluster:
-        summary = apply_play(
-            cluster, props["plays"], props["limit"], roles_dir, secrets.get("extraVars")
-        )
-    state = {key: value for key, value in props.items() if key != "secrets"}
-    return {**state, "secretsDigest": secrets_digest(secrets), "summary": summary}

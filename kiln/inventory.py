@@ -29,7 +29,7 @@ def access_for(cluster: Cluster) -> Access:
     """SSH targets of all hosts: the lab's own key for lab pools, the config for static ones."""
     targets: dict[str, SshTarget] = {}
     if cluster.lab_pools:
-        from kiln.lab.lab import Lab  # lab tooling only where a lab pool exists
+        from kiln.lab.lifecycle import Lab  # lab tooling only where a lab pool exists
 
         targets.update({t.name: t for t in Lab(cluster).targets()})
     for pool in cluster.node_pools:
@@ -66,7 +66,7 @@ def pool_vars(cluster: Cluster, pool: NodePool) -> dict[str, Any]:
         "node_exporter_enabled": cluster.monitoring.node_exporter,
     }
     if pool.provider == "lab":
-        from kiln.lab.lab import role_overrides
+        from kiln.lab.lifecycle import role_overrides
 
         variables.update(role_overrides())
     if pool.gpu:

@@ -5,9 +5,8 @@ ansible, OpenSSH and paramiko take an SSH key or known_hosts as a *path*, but
 a private temporary directory (0700, files 0600) that is removed when the
 call ends, and give back the stack config with those paths filled in.
 
-The config travels between the Pulumi program and its dynamic providers as a
-JSON-able `spec` (the stack's `kiln:cluster` value) with every secret taken
-out; the secrets travel separately, as Pulumi secrets.
+The config itself travels without its secrets (`kiln.cluster_spec`); the
+secrets travel separately, as Pulumi secrets, and meet it here.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from kiln.cluster_spec import cluster_from_spec
 from kiln.config import Cluster
 from kiln.errors import UsageError
 
@@ -31,35 +31,6 @@ DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 # known_hosts entries start with a host pattern and carry a key type: a value
 # holding one of these is the lines themselves, not a file name.
 _KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-", "sk-ssh-", "sk-ecdsa-")
-
-
-def cluster_spec(cluster: Cluster) -> str:
-    """The stack config as JSON text, with every SSH private key removed.
-
-    Text rather than nested data: resources carry it only to rebuild the model
-    in their provider, and one string costs Pulumi one value where a 1,024-host
-    mapping would cost thousands of nested Outputs.
-    """
-    return json.dumps(
-        cluster.model_dump(
-            mode="json",
-            by_alias=True,
-            exclude_none=True,
-            exclude={"node_pools": {"__all__": {"ssh": {"private_key"}}}},
-        ),
-        sort_keys=True,
-    )
-
-
-def cluster_from_spec(spec: str | Mapping[str, Any]) -> Cluster:
-    """The config model back from `cluster_spec`.
-
-    The spec was dumped from a model that passed `kiln.stack`'s checks (lab
-    addresses included), so only the model is rebuilt; the cross-pool checks
-    would refuse static pools whose keys are, rightly, not in it.
-    """
-    document = json.loads(spec) if isinstance(spec, str) else spec
-    return Cluster.model_validate(document)
 
 
 def private_keys(cluster: Cluster) -> dict[str, str]:

@@ -22,7 +22,7 @@ from kiln import secrets
 from kiln.config import Cluster
 from kiln.errors import UsageError
 from kiln.inventory import access_for, build_inventory
-from kiln.lab.layout import state_root
+from kiln.paths import state_root
 
 ROLES_DIR = Path(__file__).resolve().parent.parent / "roles"
 SITE_PLAYBOOK = ROLES_DIR / "site.yml"

@@ -28,7 +28,7 @@ from typing import Any
 
 from kiln.config import Cluster
 from kiln.errors import KilnError
-from kiln.lab.layout import state_root
+from kiln.paths import state_root
 
 # What `mungekey --create` writes by default (1024 bits); munged refuses < 32 bytes.
 MUNGE_KEY_BYTES = 128

@@ -163,7 +163,7 @@ class Certification:
 
     # -- phases --------------------------------------------------------------------
 
-    def run_preflight(self) -> None:
+    def preflight_phase(self) -> None:
         started = time.monotonic()
         self.progress("preflight: facts from every host")
         timeout = float(min(60, self.cluster.certification.timeout_seconds))
@@ -228,7 +228,7 @@ class Certification:
     def _record_run(self, run_id: str, outcome: GroupOutcome, subject: str) -> float | None:
         return record_allreduce(self.result, self.evidence, run_id, outcome, subject)
 
-    def run_allreduce(self) -> None:
+    def allreduce_phase(self) -> None:
         started = time.monotonic()
         self.progress(f"allreduce: {len(self.computes)} hosts")
         outcome = self._allreduce(self.computes)
@@ -261,7 +261,7 @@ class Certification:
                 )
         self.phase("allreduce", started, "ok", f"{outcome.launcher}, {outcome.wall_s:.1f} s")
 
-    def run_isolation(self, trigger: RuleResult) -> None:
+    def isolation_phase(self, trigger: RuleResult) -> None:
         """Find who makes the cluster-wide busbw fail, with the fewest runs."""
         started = time.monotonic()
         threshold = trigger.fail_at
@@ -322,13 +322,13 @@ class Certification:
         error = None
         try:
             if "preflight" in self.phases:
-                self.run_preflight()
+                self.preflight_phase()
             if "allreduce" in self.phases:
-                self.run_allreduce()
+                self.allreduce_phase()
                 rules, _ = evaluate(self.baseline, self.result.measurements, self.context())
                 trigger = isolation_trigger(self.baseline, rules)
                 if trigger is not None and len(self.computes) >= 2:
-                    self.run_isolation(trigger)
+                    self.isolation_phase(trigger)
         except CouldNotRun as exc:
             error = str(exc)
         compared = str(self.request.compare) if self.request.compare else None

@@ -37,7 +37,7 @@ def generate(comment: str) -> KeyPair:
     return KeyPair(private=private, public=f"{public} {comment}")
 
 
-def write_private(path: Path, pair: KeyPair) -> None:
+def write_key_pair(path: Path, pair: KeyPair) -> None:
     """Write a private key readable by its owner only (sshd and paramiko insist)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -49,5 +49,5 @@ def write_private(path: Path, pair: KeyPair) -> None:
 def ensure_client_key(path: Path, lab_id: str) -> str:
     """The lab's client key (created once); returns its public line."""
     if not path.is_file():
-        write_private(path, generate(f"kiln-lab-{lab_id}"))
+        write_key_pair(path, generate(f"kiln-lab-{lab_id}"))
     return path.with_suffix(".pub").read_text().strip()

@@ -13,25 +13,11 @@ after a crash lost the processes, and never touches anything else:
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-# Kept outside the repository: root filesystems are hundreds of MB, and lab
-# state belongs to the machine, not to a checkout.
-DEFAULT_STATE_ROOT = Path("/var/lib/kiln")
-DEFAULT_CACHE_ROOT = Path("/var/cache/kiln")
-
-
-def state_root() -> Path:
-    """Where labs keep their machines (override: KILN_STATE_DIR)."""
-    return Path(os.environ.get("KILN_STATE_DIR", DEFAULT_STATE_ROOT))
-
-
-def cache_root() -> Path:
-    """Where built root filesystems are cached (override: KILN_CACHE_DIR)."""
-    return Path(os.environ.get("KILN_CACHE_DIR", DEFAULT_CACHE_ROOT))
+from kiln.paths import state_root
 
 
 @dataclass(frozen=True)

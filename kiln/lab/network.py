@@ -12,7 +12,8 @@ from pathlib import Path
 
 from kiln.errors import KilnError, UsageError
 from kiln.hostcmd import run, succeeds
-from kiln.lab.layout import LabLayout, state_root
+from kiln.lab.layout import LabLayout
+from kiln.paths import state_root
 
 _IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 

@@ -88,7 +88,7 @@ def write_identity(paths: NodePaths, spec: NodeSpec, authorized_key: str) -> str
     if host_key.is_file():
         return None
     pair = keys.generate(f"root@{spec.name}")
-    keys.write_private(host_key, pair)
+    keys.write_key_pair(host_key, pair)
     return pair.public
 
 

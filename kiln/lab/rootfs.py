@@ -17,7 +17,7 @@ from pathlib import Path
 
 from kiln.errors import KilnError, UsageError
 from kiln.hostcmd import run
-from kiln.lab.layout import cache_root
+from kiln.paths import cache_root
 
 # What a node needs to be a real host for Ansible, Slurm and torch.distributed:
 # systemd as init, sshd, python3 (+ apt bindings for Ansible's apt module).

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from kiln.errors import KilnError
 from kiln.hostcmd import run
-from kiln.lab.layout import cache_root
+from kiln.paths import cache_root
 
 REQUIREMENTS = Path(__file__).resolve().parents[2] / "validation" / "requirements.txt"
 NODE_PATH = "/opt/kiln/wheelhouse"

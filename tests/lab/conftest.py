@@ -21,8 +21,9 @@ import testinfra
 import yaml
 
 from kiln import secrets
-from kiln.lab.lab import Lab, teardown
-from kiln.lab.layout import LabLayout, state_root
+from kiln.lab.layout import LabLayout
+from kiln.lab.lifecycle import Lab, teardown
+from kiln.paths import state_root
 from kiln.provision import ProvisionResult, provision
 from kiln.stack import load_stack
 from tests.conftest import write_stack

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from kiln.lab.lab import Lab
+from kiln.lab.lifecycle import Lab
 from tests.lab.conftest import assert_converged, converge, host
 from validation.launch import HostSpec, SshLauncher
 

@@ -12,8 +12,8 @@ import pytest
 
 from kiln import ssh
 from kiln.lab import node
-from kiln.lab.lab import Lab, teardown
 from kiln.lab.layout import LabLayout, NodePaths
+from kiln.lab.lifecycle import Lab, teardown
 from tests.conftest import kiln_cli
 from tests.lab.conftest import TEST_LAB_ID
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kiln.lab.lab import teardown
 from kiln.lab.layout import LabLayout
+from kiln.lab.lifecycle import teardown
 from tests.conftest import REPO, kiln_cli
 from validation.launch import HostSpec, SlurmLauncher
 

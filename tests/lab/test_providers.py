@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from components.providers import LabMachinesProvider, PlaybookProvider, PreflightProvider
-from kiln import drift, labpool, ssh
+from kiln import drift, lab_machines, ssh
 from kiln.lab import network, node
-from kiln.lab.lab import Lab
 from kiln.lab.layout import NodePaths
+from kiln.lab.lifecycle import Lab
 
 pytestmark = pytest.mark.lab
 
@@ -124,7 +124,7 @@ def test_preflight_reads_a_host_as_a_static_pool_would(lab: Lab):
 
 def test_lab_provider_recreates_stopped_machines_then_deletes_everything(lab: Lab):
     provider = LabMachinesProvider()
-    props = labpool.lab_inputs(lab.cluster)
+    props = lab_machines.lab_inputs(lab.cluster)
     # The lab is up already: create is idempotent and records each node's facts.
     created = provider.create(props)
     assert created.id == "kp1"

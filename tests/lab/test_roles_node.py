@@ -7,7 +7,7 @@ import urllib.request
 
 import pytest
 
-from kiln.lab.lab import Lab
+from kiln.lab.lifecycle import Lab
 from kiln.provision import provision
 from tests.lab.conftest import assert_converged, assert_idempotent, converge, host
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from kiln import secrets
-from kiln.lab.lab import Lab
+from kiln.lab.lifecycle import Lab
 from tests.lab.conftest import assert_converged, assert_idempotent, converge, host, wait_for
 
 pytestmark = pytest.mark.lab

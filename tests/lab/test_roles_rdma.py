@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from kiln.lab.lab import Lab
+from kiln.lab.lifecycle import Lab
 from tests.lab.conftest import assert_converged, assert_idempotent, converge, host
 
 pytestmark = pytest.mark.lab

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kiln.lab.lab import Lab
+from kiln.lab.lifecycle import Lab
 from tests.conftest import REPO
 from tests.lab.conftest import assert_converged, assert_idempotent, converge, host
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from kiln import secrets
-from kiln.lab.lab import Lab
-from kiln.lab.layout import state_root
+from kiln.lab.lifecycle import Lab
+from kiln.paths import state_root
 from tests.conftest import REPO
 from tests.lab.conftest import assert_converged, assert_idempotent, converge, host, wait_for
 from validation.launch import HostSpec, SlurmLauncher

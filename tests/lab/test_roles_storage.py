@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kiln.lab.lab import Lab
+from kiln.lab.lifecycle import Lab
 from kiln.provision import SITE_PLAYBOOK, ProvisionResult, provision
 from tests.lab.conftest import assert_converged, assert_idempotent, host
 

@@ -87,7 +87,7 @@ def test_building_the_program_touches_no_host(
 
     import ansible_runner
 
-    from kiln.lab import lab
+    from kiln.lab import lifecycle as lab
 
     monkeypatch.setattr(paramiko.SSHClient, "connect", record("ssh"))
     monkeypatch.setattr(ansible_runner, "run", record("ansible"))

@@ -10,12 +10,12 @@ from kiln.certify import (
     CertifyContext,
     certification_inputs,
     certify,
+    recertify_reasons,
     record,
-    rerun_reasons,
     run_from_props,
 )
+from kiln.cluster_spec import cluster_spec
 from kiln.config import Cluster
-from kiln.keyfiles import cluster_spec
 from kiln.stack import load_stack
 from tests.conftest import REPO
 
@@ -84,10 +84,10 @@ def test_certification_reruns_when_what_it_certifies_changes():
         "settings": {"timeoutSeconds": 60},
         "job": None,
     }
-    assert rerun_reasons(state, dict(state)) == []
-    assert rerun_reasons(state, {**state, "provisioningHash": "h2"}) == ["provisioningHash"]
-    assert rerun_reasons(state, {**state, "hosts": ["a", "b"]}) == ["hosts"]
-    assert rerun_reasons(state, {**state, "baselineDigest": "d2"}) == ["baselineDigest"]
+    assert recertify_reasons(state, dict(state)) == []
+    assert recertify_reasons(state, {**state, "provisioningHash": "h2"}) == ["provisioningHash"]
+    assert recertify_reasons(state, {**state, "hosts": ["a", "b"]}) == ["hosts"]
+    assert recertify_reasons(state, {**state, "baselineDigest": "d2"}) == ["baselineDigest"]
 
 
 def test_a_stack_certified_against_a_baseline_records_its_digest():

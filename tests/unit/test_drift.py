@@ -11,12 +11,11 @@ from kiln.drift import (
     digest,
     missing_roles,
     playbook_inputs,
-    rerun_reasons,
     roles_digest,
-    run_playbook,
     secrets_digest,
 )
 from kiln.errors import KilnError, UsageError
+from kiln.playbook_resource import playbook_rerun_reasons, run_playbook
 from kiln.stack import cluster_from_document, load_stack
 from tests.conftest import REPO
 
@@ -93,22 +92,25 @@ def test_hash_covers_vars_and_hosts_of_the_pool_but_not_unrelated_settings(roles
 def test_rerun_only_when_hash_facts_or_secret_vars_change():
     state = {"hash": "h1", "factsDigest": "f1", "secretsDigest": secrets_digest(None)}
     assert (
-        rerun_reasons(state, {"hash": "h1", "factsDigest": "f1", "secrets": {"sshKeys": {}}}) == []
+        playbook_rerun_reasons(
+            state, {"hash": "h1", "factsDigest": "f1", "secrets": {"sshKeys": {}}}
+        )
+        == []
     )
-    assert rerun_reasons(state, {"hash": "h2", "factsDigest": "f1"}) == ["hash"]
-    assert rerun_reasons(state, {"hash": "h1", "factsDigest": "f2"}) == ["factsDigest"]
+    assert playbook_rerun_reasons(state, {"hash": "h2", "factsDigest": "f1"}) == ["hash"]
+    assert playbook_rerun_reasons(state, {"hash": "h1", "factsDigest": "f2"}) == ["factsDigest"]
     munge = {"extraVars": {"munge_key_b64": "bmV3"}}
-    assert rerun_reasons(state, {"hash": "h1", "factsDigest": "f1", "secrets": munge}) == [
+    assert playbook_rerun_reasons(state, {"hash": "h1", "factsDigest": "f1", "secrets": munge}) == [
         "secrets"
     ]
     # A rotated SSH key reaches the same hosts: nothing to re-run.
     rotated = {"hash": "h1", "factsDigest": "f1", "secrets": {"sshKeys": {"gpu": "new"}}}
-    assert rerun_reasons(state, rotated) == []
+    assert playbook_rerun_reasons(state, rotated) == []
 
 
 def test_unknown_values_during_preview_count_as_drift():
     unknown = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # Pulumi's placeholder
-    assert rerun_reasons(
+    assert playbook_rerun_reasons(
         {"hash": "h1", "factsDigest": "f1"}, {"hash": "h1", "factsDigest": unknown}
     )
 

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from kiln.cluster_spec import cluster_from_spec, cluster_spec
 from kiln.errors import UsageError
 from kiln.keyfiles import (
-    cluster_from_spec,
-    cluster_spec,
     cluster_with_key_files,
     is_known_hosts_lines,
     private_keys,

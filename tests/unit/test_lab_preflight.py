@@ -7,8 +7,8 @@ from typer.testing import CliRunner
 
 from kiln.cli import app
 from kiln.errors import UsageError
-from kiln.lab import lab as lab_module
-from kiln.lab.lab import Lab
+from kiln.lab import lifecycle as lab_module
+from kiln.lab.lifecycle import Lab
 from kiln.stack import load_stack
 from tests.conftest import REPO
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kiln import labpool
-from kiln.lab.lab import NodeStatus
+from kiln import lab_machines
+from kiln.lab.lifecycle import NodeStatus
 from kiln.stack import load_stack
 from tests.conftest import REPO
 
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.unit
 
 @pytest.fixture
 def props() -> dict:
-    return labpool.lab_inputs(load_stack("lab", REPO / "stacks"))
+    return lab_machines.lab_inputs(load_stack("lab", REPO / "stacks"))
 
 
 def _statuses(running: bool) -> list[NodeStatus]:
@@ -42,9 +42,9 @@ def test_inputs_name_every_lab_host_with_its_address(props: dict):
 def test_new_lab_identity_replaces_without_looking_at_machines(
     props: dict, monkeypatch: pytest.MonkeyPatch, key: str
 ):
-    monkeypatch.setattr(labpool, "_lab", lambda _: pytest.fail("must not inspect the lab"))
+    monkeypatch.setattr(lab_machines, "_lab", lambda _: pytest.fail("must not inspect the lab"))
     news = {**props, "lab": {**props["lab"], key: "changed"}}
-    reasons, replaces = labpool.diff(props, news)
+    reasons, replaces = lab_machines.diff(props, news)
     assert replaces == [f"lab.{key}"] and reasons == replaces
 
 
@@ -62,28 +62,28 @@ def _recorded(props: dict, kernel: str) -> dict:
 
 
 def test_running_unchanged_lab_is_no_change(props: dict, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(labpool, "_lab", lambda _: FakeLab(True, {}))
+    monkeypatch.setattr(lab_machines, "_lab", lambda _: FakeLab(True, {}))
     monkeypatch.setattr(
-        labpool,
+        lab_machines,
         "node_facts",
         lambda _: {
             h["name"]: {"facts": {"hostname": "x", "kernel": "6.1"}} for h in props["hosts"]
         },
     )
-    assert labpool.diff(_recorded(props, "6.1"), props) == ([], [])
-    reasons, _ = labpool.diff(_recorded(props, "6.0"), props)
+    assert lab_machines.diff(_recorded(props, "6.1"), props) == ([], [])
+    reasons, _ = lab_machines.diff(_recorded(props, "6.0"), props)
     assert reasons == [f"{n}: kernel" for n in ("ctl1", "node1", "node2")]
 
 
 def test_stopped_machines_are_an_update(props: dict, monkeypatch: pytest.MonkeyPatch):
     # After a reboot of this host the nodes are gone; `pulumi up` must boot them again.
-    monkeypatch.setattr(labpool, "_lab", lambda _: FakeLab(False, {}))
-    reasons, replaces = labpool.diff(_recorded(props, "6.1"), props)
+    monkeypatch.setattr(lab_machines, "_lab", lambda _: FakeLab(False, {}))
+    reasons, replaces = lab_machines.diff(_recorded(props, "6.1"), props)
     assert reasons == ["not running: ctl1, node1, node2"] and replaces == []
 
 
 def test_added_host_is_an_update(props: dict, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(labpool, "_lab", lambda _: FakeLab(True, {}))
-    monkeypatch.setattr(labpool, "node_facts", lambda _: {})
+    monkeypatch.setattr(lab_machines, "_lab", lambda _: FakeLab(True, {}))
+    monkeypatch.setattr(lab_machines, "node_facts", lambda _: {})
     news = {**props, "hosts": [*props["hosts"], {"name": "node3", "address": "10.77.0.13"}]}
-    assert labpool.diff(_recorded(props, "6.1"), news)[0] == ["hosts"]
+    assert lab_machines.diff(_recorded(props, "6.1"), news)[0] == ["hosts"]

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from kiln.cluster_spec import cluster_from_spec, cluster_spec
 from kiln.config import Cluster
-from kiln.keyfiles import cluster_from_spec, cluster_spec
 from kiln.preflight import HostAccess, changed_facts, gather
 
 # Changing any of these gives other kernel objects or another root filesystem:
@@ -37,7 +37,7 @@ def lab_inputs(cluster: Cluster) -> dict[str, Any]:
 
 
 def _lab(props: Mapping[str, Any]) -> Any:
-    from kiln.lab.lab import Lab  # root-only tooling, loaded where a lab is handled
+    from kiln.lab.lifecycle import Lab  # root-only tooling, loaded where a lab is handled
 
     return Lab(cluster_from_spec(props["cluster"]))
 
@@ -76,8 +76,8 @@ def up(props: Mapping[str, Any], report: Callable[[str], None] = lambda _: None)
 
 def down(props: Mapping[str, Any]) -> list[str]:
     """Remove every machine and kernel object of the lab's id; what was removed."""
-    from kiln.lab.lab import teardown
     from kiln.lab.layout import LabLayout
+    from kiln.lab.lifecycle import teardown
 
     return teardown(LabLayout(props["lab"]["id"])).changes
 
