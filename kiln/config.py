@@ -99,6 +99,10 @@ class Host(_Model):
     roles: list[NodeRole] = Field(default_factory=lambda: ["compute"])
 
 
+# Where host keys are looked up when a pool names no knownHosts.
+DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
+
+
 class SshSettings(_Model):
     """How Kiln reaches a pool's hosts. Lab pools ignore this: the lab owns its key."""
 
@@ -111,7 +115,9 @@ class SshSettings(_Model):
         default=None, description="The key itself, as a Pulumi secret (pulumi up)."
     )
     known_hosts: str | None = Field(
-        default=None, description="known_hosts lines or a file path; hosts are verified."
+        default=None,
+        description=f"known_hosts lines or a file path (default {DEFAULT_KNOWN_HOSTS}); "
+        "hosts are verified.",
     )
 
 

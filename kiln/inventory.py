@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kiln.config import Cluster, NodePool
+from kiln.config import DEFAULT_KNOWN_HOSTS, Cluster, NodePool
 from kiln.errors import UsageError
 from kiln.ssh import SshTarget
 
@@ -37,10 +37,11 @@ def access_for(cluster: Cluster) -> Access:
             continue
         if pool.ssh.private_key_path is None:
             raise UsageError(
-                f"pool {pool.name}: the CLI needs ssh.privateKeyPath (privateKey is a Pulumi "
-                "secret only `pulumi up` can decrypt)"
+                f"pool {pool.name}: the CLI needs ssh.privateKeyPath, the key file "
+                "(ssh.privateKey is a Pulumi secret only `pulumi up` can decrypt); both may be "
+                "set, each tool uses its own"
             )
-        known = pool.ssh.known_hosts or "~/.ssh/known_hosts"
+        known = pool.ssh.known_hosts or DEFAULT_KNOWN_HOSTS
         for host in pool.hosts:
             targets[host.name] = SshTarget(
                 host.name,

@@ -24,10 +24,9 @@ from typing import Any
 from pydantic import SecretStr
 
 from kiln.cluster_spec import cluster_from_spec
-from kiln.config import Cluster
+from kiln.config import DEFAULT_KNOWN_HOSTS, Cluster
 from kiln.errors import UsageError
 
-DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 # known_hosts entries start with a host pattern and carry a key type: a value
 # holding one of these is the lines themselves, not a file name.
 _KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-", "sk-ssh-", "sk-ecdsa-")

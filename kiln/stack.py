@@ -140,6 +140,31 @@ def cluster_from_keys(keys: Mapping[str, Any], source: str) -> Cluster:
     return cluster
 
 
+def reserved_settings(cluster: Cluster) -> list[Problem]:
+    """Keys that are valid and set but that nothing acts on yet: said, never silently ignored.
+
+    The GPU driver stack is pinned in the config ahead of the roles that install
+    and check it; until they land, a pinned version is recorded and passed to
+    the roles as variables, and no host is changed or checked against it.
+    """
+    notes = []
+    for i, pool in enumerate(cluster.node_pools):
+        if pool.gpu is None:
+            continue
+        path = f"kiln:cluster.nodePools[{i}].gpu"
+        pinned = ["driver", "nccl"] + (["cuda"] if pool.gpu.cuda else [])
+        if pool.gpu.fabric_manager:
+            pinned.append("fabricManager")
+        notes.append(
+            Problem(
+                f"{path}.{{{','.join(pinned)}}}",
+                "reserved: recorded, but no role installs or checks these yet "
+                "(certification still compares every node's driver and NCCL with its pool's)",
+            )
+        )
+    return notes
+
+
 def cross_checks(cluster: Cluster) -> list[Problem]:
     """Rules that span fields or pools, each with the exact key path to fix."""
     problems: list[Problem] = []

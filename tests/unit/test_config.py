@@ -360,3 +360,13 @@ def test_a_service_pool_without_compute_hosts_is_not_a_partition():
     # Staging keeps its controller in a pool of its own: valid for Slurm.
     cluster = load_stack("staging", STACKS)
     assert [h.roles for h in cluster.node_pools[0].hosts] == [["controller"]]
+
+
+def test_config_check_says_which_pinned_versions_nothing_acts_on_yet():
+    # A pinned driver that no role installs must not look enforced.
+    run = kiln_cli("config", "check", "--stack", "staging")
+    assert run.returncode == 0, run.stderr
+    text = " ".join(run.stdout.split())
+    assert "kiln:cluster.nodePools[1].gpu.{driver,nccl,cuda,fabricManager}: reserved" in text
+    lab = kiln_cli("config", "check", "--stack", "lab")
+    assert lab.returncode == 0 and "reserved" not in lab.stdout
