@@ -81,12 +81,6 @@ def excluded_roles(cluster: Cluster, driver_owner: DriverOwner = "roles") -> fro
     return frozenset(excluded)
 
 
-def task_stage(task: Mapping[str, Any]) -> Stage:
-    """The stage of a play-level task: its role's when it imports one, else `node`."""
-    name = _imported_role(task)
-    return stage_of(name) if name else "node"
-
-
 def _imported_role(task: Mapping[str, Any]) -> str | None:
     for key in _INCLUDE_ROLE:
         value = task.get(key)

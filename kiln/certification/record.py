@@ -20,7 +20,7 @@ def record_allreduce(
     """Keep the run's evidence file, its measurements (under `subject`) and its sweeps;
     return the headline busbw, None when the run measured nothing usable (the
     measurement is then recorded as missing, with the reason)."""
-    from validation.results import AllreduceResult, ResultSchemaError, allreduce_measurements
+    from validation.results import AllreduceResult, ResultSchemaError, measurements_of
 
     evidence = write_evidence(evidence_dir, run_id, outcome)
     missing = {"name": HEADLINE, "subject": subject, "value": None, "unit": "GB/s"}
@@ -28,13 +28,16 @@ def record_allreduce(
         result.measurements.append({**missing, "reason": outcome.error, "evidence": evidence})
         return None
     try:
+        # The same reader every benchmark's document goes through; the sweeps
+        # (for the report's plots) are allreduce's own.
+        measurements = measurements_of(outcome.doc)
         parsed = AllreduceResult.from_dict(outcome.doc)
     except ResultSchemaError as exc:
         reason = f"unreadable result document: {exc}"
         result.measurements.append({**missing, "reason": reason, "evidence": evidence})
         return None
     headline = None
-    for m in allreduce_measurements(parsed):
+    for m in measurements:
         result.measurements.append({**m.to_dict(), "subject": subject, "evidence": evidence})
         if m.name == HEADLINE and isinstance(m.value, float):
             headline = m.value
