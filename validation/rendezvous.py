@@ -19,10 +19,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-#: Set by launchers to the logical host name of a rank (inventory name, pod's
-#: node), which is what an operator needs in an error; defaults to gethostname().
-from validation.envvars import HOST_NAME_ENV  # noqa: E402  (re-exported)
-from validation.ports import free_port  # noqa: E402, F401  (re-exported)
+from validation.envvars import HOST_NAME_ENV
 
 
 class RendezvousError(RuntimeError):
@@ -267,5 +264,3 @@ def _all_gather_strings(text: str, device: torch.device, timeout_s: float) -> li
     bufs = [torch.empty_like(buf) for _ in range(world_size)]
     dist.all_gather(bufs, buf, async_op=True).wait(timeout=timeout)
     return [bytes(b[:n].cpu().tolist()).decode() for b, n in zip(bufs, sizes, strict=True)]
-
-

@@ -1,9 +1,12 @@
 """The command line of ``python -m validation.allreduce``."""
 
 import argparse
+import subprocess
+import sys
 
 import pytest
 
+from tests.conftest import REPO
 from validation.allreduce import build_parser, config_from_args, main
 
 pytestmark = pytest.mark.unit
@@ -50,3 +53,16 @@ def test_bad_options_exit_2_before_joining_a_group(argv: list[str], message: str
         main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_module_entry_point_keeps_its_name_and_exit_status() -> None:
+    # Launchers start every rank as `python -m validation.allreduce`.
+    run = subprocess.run(
+        [sys.executable, "-m", "validation.allreduce", "-b", "1M", "-e", "1K"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
+    assert run.returncode == 2
+    assert "python -m validation.allreduce: error: --max-bytes" in run.stderr

@@ -9,7 +9,8 @@ import torch.distributed as dist
 
 from validation.guard import EXIT_DIST_FAILURE, EXIT_INJECTED_FAULT
 from validation.launch import HostSpec, LocalLauncher
-from validation.rendezvous import RendezvousError, exchange_hostnames, free_port
+from validation.ports import free_port
+from validation.rendezvous import RendezvousError, exchange_hostnames
 
 pytestmark = pytest.mark.unit
 

@@ -5,15 +5,14 @@ import random
 import pytest
 import torch
 
-from validation.allreduce import (
-    bus_bandwidth_factor,
-    check_result,
-    expected_sum,
-    parse_size,
+from validation.allreduce.patterns import (
+    count_wrong_periodic,
+    expected_table,
+    fill_periodic,
     pattern_params,
-    rank_pattern,
-    sweep_sizes,
+    rank_table,
 )
+from validation.allreduce.sizes import bus_bandwidth_factor, parse_size, sweep_sizes
 
 pytestmark = pytest.mark.unit
 
@@ -85,6 +84,13 @@ def test_parse_size_rejects_garbage() -> None:
         parse_size("12 parsecs")
 
 
+def _filled(table: list[int], count: int, dtype: torch.dtype) -> torch.Tensor:
+    # The benchmark's own path: a message-sized buffer tiled with one period.
+    buf = torch.empty(count, dtype=dtype)
+    fill_periodic(buf, torch.tensor(table, dtype=dtype))
+    return buf
+
+
 @pytest.mark.parametrize(
     ("world_size", "dtype"),
     [
@@ -100,54 +106,55 @@ def test_pattern_sums_exactly_in_any_reduction_order(world_size: int, dtype: tor
     # The check must never report rounding as #wrong: reduce in the dtype itself,
     # in a random order, and the result must equal the analytic expectation.
     count = 500
-    expected = expected_sum(world_size, dtype, count)
+    expected = torch.tensor(expected_table(world_size, dtype), dtype=dtype)
     order = list(range(world_size))
     random.Random(world_size).shuffle(order)
     acc = torch.zeros(count, dtype=dtype)
     for rank in order:
-        acc += rank_pattern(rank, world_size, dtype, count)
-    assert check_result(acc, expected) == 0
-    exact = sum(rank_pattern(r, world_size, dtype, count).double() for r in range(world_size))
-    assert torch.equal(expected.double(), exact)
+        acc += _filled(rank_table(rank, world_size, dtype), count, dtype)
+    assert count_wrong_periodic(acc, expected) == 0
+    exact = sum(
+        _filled(rank_table(r, world_size, dtype), count, dtype).double() for r in range(world_size)
+    )
+    assert torch.equal(_filled(expected_table(world_size, dtype), count, dtype).double(), exact)
 
 
 def test_pattern_depends_on_position_and_rank() -> None:
     # A constant pattern would hide chunks delivered to the wrong offset.
-    expected = expected_sum(8, torch.bfloat16, 1000)
-    assert len(torch.unique(expected)) > 10
-    assert not torch.equal(
-        rank_pattern(0, 8, torch.bfloat16, 100), rank_pattern(1, 8, torch.bfloat16, 100)
-    )
+    assert len(set(expected_table(8, torch.bfloat16))) > 10
+    assert rank_table(0, 8, torch.bfloat16) != rank_table(1, 8, torch.bfloat16)
     period, _ = pattern_params(8, torch.bfloat16)
     assert period > 1
 
 
 def test_check_counts_exactly_the_corrupted_elements() -> None:
-    expected = expected_sum(3, torch.bfloat16, 4096)
-    result = expected.clone()
-    assert check_result(result, expected) == 0
+    table = torch.tensor(expected_table(3, torch.bfloat16), dtype=torch.bfloat16)
+    result = _filled(table.tolist(), 4096, torch.bfloat16)
+    assert count_wrong_periodic(result, table) == 0
     corrupted = [0, 17, 2048, 4095]
     result[corrupted] += 1
     result[100] = float("nan")  # NaN is wrong, not silently equal
-    assert check_result(result, expected) == len(corrupted) + 1
+    assert count_wrong_periodic(result, table) == len(corrupted) + 1
 
 
 def test_check_catches_a_misplaced_chunk() -> None:
     # A ring step that lands a 256-element chunk at the wrong offset.
-    expected = expected_sum(4, torch.float32, 1024)
-    result = expected.clone()
-    result[256:512] = expected[512:768]
-    assert check_result(result, expected) > 200
+    table = torch.tensor(expected_table(4, torch.float32), dtype=torch.float32)
+    result = _filled(table.tolist(), 1024, torch.float32)
+    result[256:512] = result[512:768].clone()
+    assert count_wrong_periodic(result, table) > 200
 
 
-def test_check_rejects_shape_mismatch() -> None:
-    with pytest.raises(ValueError, match="does not match"):
-        check_result(torch.zeros(3), torch.zeros(4))
+def test_zero_check_counts_what_the_timed_rounds_left_non_zero() -> None:
+    # After the timed rounds the buffer must hold exact zeros: a one-element period.
+    buf = torch.zeros(3000, dtype=torch.float16)
+    zero = torch.zeros(1, dtype=torch.float16)
+    assert count_wrong_periodic(buf, zero) == 0
+    buf[[5, 2999]] = 1
+    assert count_wrong_periodic(buf, zero) == 2
 
 
 def test_periodic_check_counts_exactly_the_corrupted_elements_without_a_full_expected_buffer():
-    from validation.allreduce import count_wrong_periodic, expected_table, fill_periodic
-
     table = torch.tensor(expected_table(3, torch.float32), dtype=torch.float32)
     # Odd length: a partial period at the end, and several check chunks.
     buf = torch.empty(3 * (1 << 20) + 7, dtype=torch.float32)

@@ -20,7 +20,9 @@ MODULES = [
     "validation.launch.ssh",
     "validation.launch.slurm",
     "validation.launch.kubernetes",
+    "validation.launch.local",
     "validation.results",
+    "validation.allreduce.sizes",
 ]
 
 
