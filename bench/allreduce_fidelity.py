@@ -25,6 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from kiln.lab.lifecycle import Lab, teardown  # noqa: E402
 from kiln.provision import provision  # noqa: E402
+from kiln.role_defaults import validation_runtime, validation_runtime_dir  # noqa: E402
 from kiln.stack import cluster_from_document  # noqa: E402
 from validation.launch import HostSpec, SshLauncher  # noqa: E402
 
@@ -98,13 +99,15 @@ def run(lab: Lab) -> None:
     assert result.succeeded, result.errors
     for node in ("f1", "f2"):
         ssh(lab, node, "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iperf3 >/dev/null")
-        ssh(lab, node, "cat > /opt/kiln/kiln_bench_bare.py", input=BARE)
+        ssh(lab, node, f"cat > {validation_runtime_dir()}/kiln_bench_bare.py", input=BARE)
     f1, f2 = (str(h.address) for h in lab.hosts)
     hosts = [
         HostSpec("f1", f1, env={"GLOO_SOCKET_IFNAME": "eth0"}),
         HostSpec("f2", f2, env={"GLOO_SOCKET_IFNAME": "eth0"}),
     ]
-    launcher = SshLauncher(ssh_config=lab.layout.ssh_config, wall_timeout_s=600)
+    launcher = SshLauncher(
+        ssh_config=lab.layout.ssh_config, wall_timeout_s=600, **validation_runtime()
+    )
 
     ssh(lab, "f2", "iperf3 -s -1 -D")
     iperf = ssh(lab, "f1", f"iperf3 -c {f2} -t 5 -J", timeout=60).stdout

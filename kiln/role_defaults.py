@@ -37,11 +37,26 @@ def validation_python() -> str:
     return f"{validation_venv()}/bin/python"
 
 
+def validation_runtime() -> dict[str, str]:
+    """Where the launchers run the suite on a node: their `python` and `remote_dir`."""
+    return {"python": validation_python(), "remote_dir": validation_runtime_dir()}
+
+
 def node_exporter_textfile_dir() -> str:
     """Where node_exporter's textfile collector reads *.prom files."""
     return str(defaults("node_exporter")["node_exporter_textfile_dir"])
 
 
+def node_exporter_port() -> int:
+    """The port node_exporter listens on, on every host (Prometheus scrapes it there)."""
+    return _port(defaults("node_exporter")["node_exporter_listen_address"])
+
+
 def prometheus_port() -> int:
     """The port of the Prometheus server's listen address."""
-    return int(str(defaults("prometheus")["prometheus_listen_address"]).rsplit(":", 1)[1])
+    return _port(defaults("prometheus")["prometheus_listen_address"])
+
+
+def _port(listen_address: object) -> int:
+    """The port of a `host:port` listen address."""
+    return int(str(listen_address).rsplit(":", 1)[1])

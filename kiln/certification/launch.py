@@ -100,8 +100,7 @@ class GroupRunner:
         from validation.launch import HostSpec, SlurmLauncher, SshLauncher
 
         timeout = self.cluster.certification.timeout_seconds
-        python = role_defaults.validation_python()
-        remote_dir = role_defaults.validation_runtime_dir()
+        runtime = role_defaults.validation_runtime()
         specs = [
             HostSpec(name, self.access.targets[name].address, slots=self._slots[name])
             for name in hosts
@@ -111,17 +110,15 @@ class GroupRunner:
             launcher = SlurmLauncher(
                 self._login or "",
                 ssh_config=self._config,
-                python=python,
-                remote_dir=remote_dir,
                 wall_timeout_s=4 * timeout,
+                **runtime,
             )
         else:
             launcher = SshLauncher(
                 ssh_config=self._config,
-                python=python,
-                remote_dir=remote_dir,
                 wall_timeout_s=4 * timeout,
                 after_failure_s=timeout + 30,
+                **runtime,
             )
         try:
             result = launcher.launch(module, args, specs)

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from kiln.lab.lifecycle import Lab
+from kiln.role_defaults import validation_runtime
 from tests.lab.conftest import assert_converged, converge, host
 from validation.launch import HostSpec, SshLauncher
 
@@ -31,7 +32,9 @@ def _hosts(lab: Lab, names: list[str]) -> list[HostSpec]:
 
 
 def _launcher(lab: Lab, **bounds) -> SshLauncher:
-    return SshLauncher(ssh_config=lab.layout.ssh_config, wall_timeout_s=180, **bounds)
+    return SshLauncher(
+        ssh_config=lab.layout.ssh_config, wall_timeout_s=180, **bounds, **validation_runtime()
+    )
 
 
 @pytest.mark.parametrize("names", [["a1", "a2"], ["a1", "a2", "a3"]])

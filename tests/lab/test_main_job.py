@@ -17,6 +17,7 @@ import yaml
 
 from kiln.lab.layout import LabLayout
 from kiln.lab.lifecycle import teardown
+from kiln.role_defaults import validation_runtime
 from tests.conftest import REPO, kiln_cli
 from validation.launch import HostSpec, SlurmLauncher
 
@@ -106,7 +107,9 @@ def test_shared_storage_is_shared(first_run):
 
 def test_allreduce_through_slurm_on_the_computes(first_run):
     assert first_run.returncode == 0
-    launcher = SlurmLauncher("ctl1", ssh_config=LAYOUT.ssh_config, wall_timeout_s=180)
+    launcher = SlurmLauncher(
+        "ctl1", ssh_config=LAYOUT.ssh_config, wall_timeout_s=180, **validation_runtime()
+    )
     result = launcher.launch(
         "validation.allreduce",
         ["-b", "4K", "-e", "1M", "-f", "16", "-w", "2", "-n", "5", "--timeout", "30"],

@@ -20,6 +20,7 @@ import pytest
 from kiln import secrets
 from kiln.lab.lifecycle import Lab
 from kiln.paths import state_root
+from kiln.role_defaults import validation_runtime
 from tests.conftest import REPO
 from tests.lab.conftest import assert_converged, assert_idempotent, converge, host, wait_for
 from validation.launch import HostSpec, SlurmLauncher
@@ -123,7 +124,9 @@ def test_srun_runs_on_every_compute(lab: Lab):
 
 @pytest.mark.parametrize("computes", [COMPUTES[:2], COMPUTES])
 def test_allreduce_through_srun_on_2_and_3_hosts(lab: Lab, computes: list[str]):
-    launcher = SlurmLauncher("sctl", ssh_config=lab.layout.ssh_config, wall_timeout_s=180)
+    launcher = SlurmLauncher(
+        "sctl", ssh_config=lab.layout.ssh_config, wall_timeout_s=180, **validation_runtime()
+    )
     args = ["-b", "4K", "-e", "1M", "-f", "16", "-w", "2", "-n", "5", "--timeout", "30"]
     result = launcher.launch("validation.allreduce", args, [HostSpec(c) for c in computes])
     assert result.ok, result.summary()

@@ -6,15 +6,18 @@ import shlex
 
 import pytest
 
+from kiln.role_defaults import validation_runtime
 from validation.launch.base import HostSpec
 from validation.launch.rank import slurm_environment
 from validation.launch.slurm import SlurmLauncher, _split_labelled, _task_exit_codes
 
 pytestmark = pytest.mark.unit
 
+RUNTIME = validation_runtime()
+
 
 def test_srun_asks_for_exactly_the_hosts_with_block_layout_and_a_time_limit():
-    launcher = SlurmLauncher("ctl", wall_timeout_s=90, partition="gpu")
+    launcher = SlurmLauncher("ctl", wall_timeout_s=90, partition="gpu", **RUNTIME)
     hosts = [HostSpec("gpu001", slots=8), HostSpec("gpu002", slots=8)]
     words = shlex.split(
         launcher.srun_command(
@@ -30,7 +33,7 @@ def test_srun_asks_for_exactly_the_hosts_with_block_layout_and_a_time_limit():
 
 def test_uneven_slots_are_refused():
     with pytest.raises(ValueError, match="same number of slots"):
-        SlurmLauncher("ctl").srun_command(
+        SlurmLauncher("ctl", **RUNTIME).srun_command(
             "m", [], [HostSpec("a", slots=1), HostSpec("b", slots=2)], {}, "/tmp/r"
         )
 

@@ -12,11 +12,22 @@ Contract with the launched module (``validation.allreduce`` and friends):
 
 from __future__ import annotations
 
+import random
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+# Ports the rendezvous store may use on rank 0's host (MASTER_PORT). Launchers
+# that start ranks themselves pick one at random per launch, so back-to-back
+# launches never race a socket in TIME_WAIT.
+RENDEZVOUS_PORTS = range(29500, 30000)
+
+
+def rendezvous_port() -> int:
+    """A port for one launch's rendezvous store."""
+    return random.choice(RENDEZVOUS_PORTS)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from validation.envvars import HOST_NAME_ENV
-from validation.launch.base import HostSpec, Launcher, LaunchResult
+from validation.launch.base import RENDEZVOUS_PORTS, HostSpec, Launcher, LaunchResult
 
 # Pod host names are "<job>-<index>" and must be DNS labels (63 chars), so the
 # job name leaves room for the index.
@@ -36,7 +36,7 @@ class KubernetesLauncher(Launcher):
         gpus_per_node: int = 0,
         procs_per_node: int | None = None,
         active_deadline_s: int = 3600,
-        master_port: int = 29500,
+        master_port: int = RENDEZVOUS_PORTS[0],
         service_account: str | None = None,
         image_pull_policy: str = "IfNotPresent",
         labels: Mapping[str, str] | None = None,

@@ -26,6 +26,7 @@ from validation.launch.base import (
     LaunchResult,
     RankOutcome,
     assign_ranks,
+    rendezvous_port,
     with_json_arg,
 )
 from validation.launch.rank import RESULT_MARKER, parse_result_lines
@@ -36,14 +37,19 @@ _LABEL = re.compile(r"^\s*(\d+): ?(.*)$")
 
 
 class SlurmLauncher(Launcher):
-    """``srun`` on ``login_host`` (an ssh destination), bounded by ``wall_timeout_s``."""
+    """``srun`` on ``login_host`` (an ssh destination), bounded by ``wall_timeout_s``.
+
+    ``python`` and ``remote_dir``: where the validation runtime lives on the nodes
+    (`kiln.role_defaults.validation_runtime()`).
+    """
 
     def __init__(
         self,
         login_host: str,
         ssh_config: str | Path | None = None,
-        python: str = "/opt/kiln/venv/bin/python",
-        remote_dir: str = "/opt/kiln",
+        *,
+        python: str,
+        remote_dir: str,
         partition: str | None = None,
         wall_timeout_s: float = 600.0,
         workdir: str | Path | None = None,
@@ -111,7 +117,7 @@ class SlurmLauncher(Launcher):
             args, f"/tmp/kiln-launch-{random.getrandbits(48):012x}.json"
         )
         # Per-host env is the same for every host of a step (srun exports one set).
-        step_env = {"MASTER_PORT": str(random.randint(29500, 29999)), **(env or {})}
+        step_env = {"MASTER_PORT": str(rendezvous_port()), **(env or {})}
         for host in hosts:
             step_env.update(host.env)
         command = self.srun_command(module, args, hosts, step_env, json_path)

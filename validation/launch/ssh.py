@@ -10,34 +10,31 @@ so killing the local ssh client also kills the remote rank.
 from __future__ import annotations
 
 import json
-import random
 import shlex
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from validation.launch.base import RankSlot
+from validation.launch.base import RankSlot, rendezvous_port
 from validation.launch.local import LocalLauncher
-
-# Ports the rendezvous store may use on rank 0's host; one is picked per launch
-# so back-to-back launches never race a socket in TIME_WAIT.
-_PORT_RANGE = (29500, 29999)
 
 
 class SshLauncher(LocalLauncher):
     """Ranks on `hosts` (HostSpec.address or name), started through `ssh`.
 
-    ``python`` and ``workdir_remote`` say where the validation runtime lives on
-    the nodes (the validation_runtime role puts it in /opt/kiln). Rendezvous is
-    on the first host's address; per-host ``HostSpec.env`` carries settings
+    ``python`` and ``remote_dir`` say where the validation runtime lives on the
+    nodes: the validation_runtime role decides
+    (`kiln.role_defaults.validation_runtime()`). Rendezvous is on the first
+    host's address; per-host ``HostSpec.env`` carries settings
     such as GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME from the stack.
     """
 
     def __init__(
         self,
         ssh_config: str | Path | None = None,
-        python: str = "/opt/kiln/venv/bin/python",
-        remote_dir: str = "/opt/kiln",
+        *,
+        python: str,
+        remote_dir: str,
         connect_timeout_s: int = 10,
         **kwargs,  # noqa: ANN003 - LocalLauncher's bounds (wall_timeout_s, after_failure_s, ...)
     ) -> None:
@@ -69,7 +66,7 @@ class SshLauncher(LocalLauncher):
         # Only what the remote rank needs: this machine's environment stays here.
         return {
             "MASTER_ADDR": slots[0].host.reach,
-            "MASTER_PORT": str(random.randint(*_PORT_RANGE)),
+            "MASTER_PORT": str(rendezvous_port()),
             "WORLD_SIZE": str(len(slots)),
         }
 
