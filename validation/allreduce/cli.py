@@ -12,12 +12,7 @@ out or never joined (the message names it), 13 injected fault (testing only).
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
-from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -25,15 +20,13 @@ import torch.distributed as dist
 from validation.allreduce.measure import PROG, AllreduceConfig, run_allreduce
 from validation.allreduce.patterns import DTYPES
 from validation.allreduce.sizes import parse_size
+from validation.entry import die, join_group, write_json
 from validation.guard import (
-    EXIT_DIST_FAILURE,
     EXIT_OK,
     EXIT_WRONG_RESULTS,
     CollectiveError,
     CollectiveGuard,
 )
-from validation.ports import free_port
-from validation.rendezvous import RendezvousError, init_from_env
 
 
 def _size_arg(text: str) -> int:
@@ -196,27 +189,6 @@ def config_from_args(args: argparse.Namespace) -> AllreduceConfig:
     )
 
 
-def _write_json(path: str, text: str) -> None:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Write then rename, so a reader never sees half a file.
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text + "\n")
-    os.replace(tmp, target)
-
-
-def _die(message: str) -> NoReturn:
-    """Print the one-line error and leave without running finalizers.
-
-    After a failed collective a backend thread may still be blocked; normal
-    interpreter shutdown would join it and could wait out the full timeout.
-    """
-    print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
-    sys.stdout.flush()
-    os._exit(EXIT_DIST_FAILURE)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry: parse, join the group, measure, print, write JSON."""
     parser = build_parser()
@@ -228,20 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.backend == "nccl" and not torch.cuda.is_available():
         parser.error("--backend nccl needs CUDA, and torch sees no GPU here")
 
-    if "RANK" not in os.environ and "WORLD_SIZE" not in os.environ:
-        os.environ.update(
-            RANK="0",
-            WORLD_SIZE="1",
-            LOCAL_RANK="0",
-            MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=str(free_port()),
-        )
-    try:
-        session = init_from_env(config.backend, config.timeout_s)
-    except RendezvousError as exc:
-        _die(str(exc))
-    except RuntimeError as exc:  # init_process_group itself failed or timed out
-        _die(f"joining the process group failed: {exc}")
+    session = join_group(PROG, config.backend, config.timeout_s)
 
     def print_line(line: str) -> None:
         print(line, flush=True)  # flushed: long sweeps should show progress live
@@ -251,10 +210,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             out = print_line if session.rank == 0 else None
             result = run_allreduce(config, session, guard, out=out)
             if session.rank == 0 and config.json_path:
-                _write_json(config.json_path, result.to_json())
+                write_json(config.json_path, result.to_json())
             # Rank 0 serves the store; keep everyone until all ranks are done with it.
             guard.barrier("final barrier")
     except CollectiveError as exc:
-        _die(str(exc))
+        die(PROG, str(exc))
     dist.destroy_process_group()
     return EXIT_WRONG_RESULTS if result.metrics.wrong_total else EXIT_OK
