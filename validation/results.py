@@ -281,6 +281,9 @@ class Measurement:
     """None when it could not be measured; ``reason`` then says why."""
     unit: str = ""
     reason: str | None = None
+    subject: str | None = None
+    """The host it is about, when the benchmark measured each host on its own
+    (storage reads, GEMM); None: the whole group the run covered."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict."""

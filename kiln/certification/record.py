@@ -38,7 +38,9 @@ def record_allreduce(
         return None
     headline = None
     for m in measurements:
-        result.measurements.append({**m.to_dict(), "subject": subject, "evidence": evidence})
+        result.measurements.append(
+            {**m.to_dict(), "subject": m.subject or subject, "evidence": evidence}
+        )
         if m.name == HEADLINE and isinstance(m.value, float):
             headline = m.value
     for dtype in dict.fromkeys(row.dtype for row in parsed.metrics.sizes):
