@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pulumi
-import pulumi_kubernetes as k8s
 
-from components import manifests, versions
 from components.certification import Certification, CertificationArgs
-from components.kube import manifest_resource
-from components.monitoring import Monitoring, MonitoringArgs
+from components.kube import KubernetesTarget, kubernetes_target
+from components.monitoring import Monitoring
 from components.nodepool import NodePool, NodePoolArgs
 from components.platform import PlatformServices, PlatformServicesArgs
 from components.provisioning import Provisioning, ProvisioningArgs, playbook_secrets
-from components.storage import SharedStorage, SharedStorageArgs
+from components.stage import StageArgs
+from components.storage import SharedStorage
 from kiln import certify, config, keyfiles
+from kiln.deployment import DeploymentPlan, PlannedStage, StageKey, plan_deployment
 from kiln.drift import digest
-from kiln.errors import UsageError
+from kiln.kubernetes import versions
 from kiln.plays import DriverOwner
 from kiln.provision import ROLES_DIR
 
@@ -41,29 +43,19 @@ class ClusterArgs:
     roles_dir: Path = ROLES_DIR
     """The roles tree hashed and applied (tests point it at a copy)."""
 
-
-def check_args(args: ClusterArgs) -> None:
-    """What the program cannot build, said before any resource is registered."""
-    cluster = args.cluster
-    lab_pools = [p.name for p in cluster.lab_pools]
-    if len(lab_pools) > 1:
-        raise UsageError(
-            f"kiln:cluster.nodePools: {', '.join(lab_pools)} are all lab pools; a stack has one "
-            "lab (one id, bridge and subnet), so `pulumi up` takes one lab pool: merge them"
+    def plan(self) -> DeploymentPlan:
+        """The stages to build; UsageError for what cannot be built (before any resource)."""
+        return plan_deployment(
+            self.cluster,
+            self.driver_owner,
+            has_kubeconfig=self.kubeconfig is not None,
+            roles_dir=self.roles_dir,
+            validation_image=self.validation_image,
         )
-    if cluster.scheduler == "kubernetes" and args.kubeconfig is None:
-        raise UsageError(
-            "scheduler kubernetes needs the cluster's kubeconfig: "
-            "pulumi config set --secret kiln:kubeconfig < kubeconfig.yaml"
-        )
-    if args.driver_owner not in ("roles", "operator"):
-        raise UsageError(f"GPU driver owner {args.driver_owner!r}: expected roles or operator")
-    if args.driver_owner == "operator" and cluster.scheduler != "kubernetes":
-        raise UsageError("the GPU Operator can own the driver only with scheduler: kubernetes")
 
 
 class Cluster(pulumi.ComponentResource):
-    """Node pools, provisioning, storage, monitoring, platform services and certification."""
+    """Node pools, then one component per stage of `kiln.deployment.plan_deployment`."""
 
     nodes: pulumi.Output[dict[str, Any]]
     """Every host: pool, address, node roles, preflight facts."""
@@ -75,122 +67,34 @@ class Cluster(pulumi.ComponentResource):
     """Measured allreduce bus bandwidth (GB/s); None until certification measures it."""
     kubeconfig: pulumi.Output[str] | None
     """Kubernetes stacks: the kubeconfig, secret."""
+    provisioning: Provisioning
+    storage: SharedStorage | None
+    monitoring: Monitoring | None
+    platform: PlatformServices | None
+    certification_component: Certification
 
     def __init__(
         self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("kiln:cluster:Cluster", name, None, opts)
-        check_args(args)
-        cluster = args.cluster
-        child = pulumi.ResourceOptions(parent=self)
-        keys = keyfiles.private_keys(cluster)
-        ssh_keys = pulumi.Output.secret(keys)
-
-        self.node_pools = {
-            pool.name: NodePool(
-                f"{name}-{pool.name}",
-                NodePoolArgs(
-                    cluster,
-                    pool,
-                    pulumi.Output.secret(keys[pool.name]) if pool.name in keys else None,
-                ),
-                child,
-            )
-            for pool in cluster.node_pools
-        }
-        pools = list(self.node_pools.values())
-        self.nodes = pulumi.Output.all(*[p.hosts for p in pools]).apply(
+        plan = args.plan()
+        keys = keyfiles.private_keys(plan.cluster)
+        self.node_pools = _node_pools(self, name, plan.cluster, keys)
+        self.nodes = pulumi.Output.all(*[p.hosts for p in self.node_pools.values()]).apply(
             lambda by_pool: {host: node for hosts in by_pool for host, node in hosts.items()}
         )
-        facts_digest = pulumi.Output.all(*[p.facts_digest for p in pools]).apply(digest)
-
-        self.provisioning = Provisioning(
-            f"{name}-provisioning",
-            ProvisioningArgs(cluster, self.node_pools, ssh_keys, args.roles_dir, args.driver_owner),
-            child,
+        self.kubeconfig = pulumi.Output.secret(args.kubeconfig) if plan.kubernetes else None
+        stages = _Stages(
+            self, name, plan, self.node_pools, self.nodes, keys, self.kubeconfig, args.certifier
         )
-        secrets = playbook_secrets(ssh_keys)
-        stage = {
-            "facts_digest": facts_digest,
-            "secrets": secrets,
-            "roles_dir": args.roles_dir,
-            "driver_owner": args.driver_owner,
-        }
-
-        provider: k8s.Provider | None = None
-        namespace: pulumi.Output[str] | None = None
-        self.kubeconfig = None
-        if cluster.scheduler == "kubernetes":
-            self.kubeconfig = pulumi.Output.secret(args.kubeconfig)
-            provider = k8s.Provider(f"{name}-k8s", kubeconfig=self.kubeconfig, opts=child)
-            kiln_namespace = manifest_resource(
-                f"{name}-namespace",
-                manifests.namespace(manifests.KILN_NAMESPACE),
-                pulumi.ResourceOptions(parent=self, provider=provider),
-            )
-            namespace = kiln_namespace.metadata.apply(lambda m: m["name"])
-
-        hashes = {"node": self.provisioning.hash}
-        after_nodes: list[pulumi.Resource] = [self.provisioning]
-        self.storage = None
-        if cluster.storage.kind != "none":
-            self.storage = SharedStorage(
-                f"{name}-storage",
-                SharedStorageArgs(
-                    cluster,
-                    self.provisioning,
-                    k8s_provider=provider,
-                    namespace=namespace,
-                    **stage,
-                ),
-                child,
-            )
-            hashes["storage"] = self.storage.hash
-            after_nodes.append(self.storage)
-        monitoring = cluster.monitoring
-        self.monitoring = None
-        if monitoring.prometheus or monitoring.node_exporter or monitoring.dcgm_exporter:
-            self.monitoring = Monitoring(
-                f"{name}-monitoring",
-                MonitoringArgs(cluster, self.provisioning, k8s_provider=provider, **stage),
-                child,
-            )
-            hashes["monitoring"] = self.monitoring.hash
-            after_nodes.append(self.monitoring)
-        self.provisioning_hash = pulumi.Output.all(**hashes).apply(digest)
-
-        self.platform = None
-        job = None
-        if provider is not None and namespace is not None:
-            self.platform = PlatformServices(
-                f"{name}-platform",
-                PlatformServicesArgs(
-                    cluster,
-                    provider,
-                    namespace,
-                    self.provisioning_hash,
-                    self.nodes.apply(lambda nodes: {h: n["facts"] for h, n in nodes.items()}),
-                    depends_on=list(after_nodes),
-                    driver_owner=args.driver_owner,
-                    validation_image=args.validation_image,
-                ),
-                child,
-            )
-            job = self.platform.job
-            after_nodes.append(self.platform)
-
-        self.certification_component = Certification(
-            f"{name}-certification",
-            CertificationArgs(
-                cluster,
-                self.provisioning_hash,
-                depends_on=after_nodes,
-                secrets=pulumi.Output.secret({"sshKeys": ssh_keys, "kubeconfig": self.kubeconfig}),
-                job=job,
-                certifier=args.certifier,
-            ),
-            child,
-        )
+        for stage in plan.stages:
+            stages.build(stage)
+        self.provisioning = stages.built["node"]
+        self.storage = stages.built.get("storage")
+        self.monitoring = stages.built.get("monitoring")
+        self.platform = stages.built.get("platform")
+        self.certification_component = stages.built["certification"]
+        self.provisioning_hash = stages.provisioning_hash
         self.certification = self.certification_component.record
         self.busbw_gbps = self.certification_component.busbw_gbps
         self.register_outputs(
@@ -200,6 +104,132 @@ class Cluster(pulumi.ComponentResource):
                 "certification": self.certification,
                 "busbwGbps": self.busbw_gbps,
             }
+        )
+
+
+def _node_pools(
+    parent: Cluster, name: str, cluster: config.Cluster, keys: Mapping[str, str]
+) -> dict[str, NodePool]:
+    """One NodePool per pool, `<name>-<pool>`, with its SSH key as a Pulumi secret."""
+    return {
+        pool.name: NodePool(
+            f"{name}-{pool.name}",
+            NodePoolArgs(
+                cluster,
+                pool,
+                pulumi.Output.secret(keys[pool.name]) if pool.name in keys else None,
+            ),
+            pulumi.ResourceOptions(parent=parent),
+        )
+        for pool in cluster.node_pools
+    }
+
+
+@dataclass
+class _Stages:
+    """Builds the plan's stages in its order: a component each, after the stages it names."""
+
+    parent: Cluster
+    name: str
+    plan: DeploymentPlan
+    node_pools: Mapping[str, NodePool]
+    nodes: pulumi.Output[dict[str, Any]]
+    ssh_keys: Mapping[str, str]
+    """Static pools' SSH private keys by pool name (made Pulumi secrets here)."""
+    kubeconfig: pulumi.Output[str] | None
+    certifier: certify.Certifier
+    built: dict[StageKey, Any] = field(default_factory=dict)
+    """The component of each stage built so far (Provisioning, SharedStorage, ...)."""
+
+    def __post_init__(self) -> None:
+        pools = self.node_pools.values()
+        self.facts_digest = pulumi.Output.all(*[p.facts_digest for p in pools]).apply(digest)
+        self.secret_keys = pulumi.Output.secret(self.ssh_keys)
+        self.playbook_secrets = playbook_secrets(self.secret_keys)
+        self.child = pulumi.ResourceOptions(parent=self.parent)
+        # The explicit provider and the Kiln namespace, for every stage's Kubernetes side.
+        self.kubernetes: KubernetesTarget | None = None
+        if self.kubeconfig is not None:
+            self.kubernetes = kubernetes_target(self.name, self.kubeconfig, self.parent)
+
+    def build(self, stage: PlannedStage) -> None:
+        builders: dict[StageKey, Callable[[str, PlannedStage], Any]] = {
+            "node": self._provisioning,
+            "storage": self._storage,
+            "monitoring": self._monitoring,
+            "platform": self._platform,
+            "certification": self._certification,
+        }
+        self.built[stage.key] = builders[stage.key](f"{self.name}-{stage.name}", stage)
+
+    def after(self, stage: PlannedStage) -> list[pulumi.Resource]:
+        return [self.built[key] for key in stage.after]
+
+    @functools.cached_property
+    def provisioning_hash(self) -> pulumi.Output[str]:
+        """Over the hashed stages; the plan builds them all before a stage that reads this."""
+        hashes = {key: self.built[key].hash for key in self.plan.hashed}
+        return pulumi.Output.all(**hashes).apply(digest)
+
+    def _provisioning(self, name: str, stage: PlannedStage) -> Provisioning:
+        plan = self.plan
+        return Provisioning(
+            name,
+            ProvisioningArgs(
+                plan.cluster, self.node_pools, self.secret_keys, plan.roles_dir, plan.driver_owner
+            ),
+            self.child,
+        )
+
+    def _storage(self, name: str, stage: PlannedStage) -> SharedStorage:
+        return SharedStorage(name, self._stage_args(stage), self.child)
+
+    def _monitoring(self, name: str, stage: PlannedStage) -> Monitoring:
+        return Monitoring(name, self._stage_args(stage), self.child)
+
+    def _stage_args(self, stage: PlannedStage) -> StageArgs:
+        return StageArgs(
+            self.plan.cluster,
+            depends_on=self.after(stage),
+            facts_digest=self.facts_digest,
+            secrets=self.playbook_secrets,
+            kubernetes=self.kubernetes,
+            roles_dir=self.plan.roles_dir,
+            driver_owner=self.plan.driver_owner,
+        )
+
+    def _platform(self, name: str, stage: PlannedStage) -> PlatformServices:
+        if self.kubernetes is None:
+            raise ValueError(f"{name}: the platform stage needs the stack's kubeconfig")
+        return PlatformServices(
+            name,
+            PlatformServicesArgs(
+                self.plan.cluster,
+                self.kubernetes,
+                self.provisioning_hash,
+                self.nodes.apply(lambda nodes: {h: n["facts"] for h, n in nodes.items()}),
+                depends_on=self.after(stage),
+                driver_owner=self.plan.driver_owner,
+                validation_image=self.plan.validation_image,
+            ),
+            self.child,
+        )
+
+    def _certification(self, name: str, stage: PlannedStage) -> Certification:
+        platform: PlatformServices | None = self.built.get("platform")
+        return Certification(
+            name,
+            CertificationArgs(
+                self.plan.cluster,
+                self.provisioning_hash,
+                depends_on=self.after(stage),
+                secrets=pulumi.Output.secret(
+                    {"sshKeys": self.secret_keys, "kubeconfig": self.kubeconfig}
+                ),
+                job=platform.job if platform else None,
+                certifier=self.certifier,
+            ),
+            self.child,
         )
 
 

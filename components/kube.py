@@ -1,4 +1,4 @@
-"""Kubernetes resources from the plain manifests of `components.manifests`, and Helm releases.
+"""Kubernetes resources from the plain manifests of `kiln.kubernetes`, and Helm releases.
 
 Every resource here takes its provider from `opts`: the components pass the
 stack's explicit provider (built from the kubeconfig secret), never the
@@ -8,12 +8,13 @@ ambient ~/.kube/config.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import versions
+from kiln.kubernetes import objects, versions
 
 # Built-in kinds and their typed classes (a CustomResource would lose the schema).
 _TYPED = {
@@ -26,6 +27,31 @@ _TYPED = {
 }
 # What each kind carries besides metadata (custom resources: spec).
 _BODY_KEYS = {"Namespace": (), "ConfigMap": ("data",)}
+
+
+@dataclass(frozen=True)
+class KubernetesTarget:
+    """Where a Kubernetes stack's resources go: its explicit provider and the Kiln namespace."""
+
+    provider: k8s.Provider
+    """Built from the stack's kubeconfig secret."""
+    namespace: pulumi.Output[str]
+    """The Kiln namespace, known once it exists (so what names it waits for it)."""
+
+
+def kubernetes_target(
+    name: str, kubeconfig: pulumi.Input[str], parent: pulumi.Resource
+) -> KubernetesTarget:
+    """The stack's provider `<name>-k8s` and the Kiln namespace `<name>-namespace`."""
+    provider = k8s.Provider(
+        f"{name}-k8s", kubeconfig=kubeconfig, opts=pulumi.ResourceOptions(parent=parent)
+    )
+    namespace = manifest_resource(
+        f"{name}-namespace",
+        objects.namespace(objects.KILN_NAMESPACE),
+        pulumi.ResourceOptions(parent=parent, provider=provider),
+    )
+    return KubernetesTarget(provider, namespace.metadata.apply(lambda m: m["name"]))
 
 
 def manifest_resource(
@@ -63,7 +89,7 @@ def helm_release(
     opts: pulumi.ResourceOptions,
     timeout_s: int = 600,
 ) -> k8s.helm.v3.Release:
-    """A Helm release of a chart pinned in `components.versions`, waited for up to `timeout_s`."""
+    """A Helm release of a chart pinned in `kiln.kubernetes.versions`, waited up to `timeout_s`."""
     if opts.provider is None:
         raise ValueError(f"{name}: Kubernetes resources need the stack's explicit provider")
     repository = k8s.helm.v3.RepositoryOptsArgs(repo=chart.repository) if chart.repository else None

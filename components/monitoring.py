@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import manifests, versions
 from components.kube import helm_release, manifest_resource
-from components.provisioning import StageArgs, stage_playbook
-
-MONITORING_NAMESPACE = "monitoring"
-
-
-@dataclass
-class MonitoringArgs(StageArgs):
-    """Inputs of Monitoring; `cluster.monitoring` says what to run."""
+from components.stage import StageArgs, stage_playbook
+from kiln.kubernetes import versions
+from kiln.kubernetes.helm_values import kube_prometheus_values
+from kiln.kubernetes.objects import MONITORING_NAMESPACE, dcgm_dashboard, namespace
+from kiln.kubernetes.pools import gpu_pools
 
 
 class Monitoring(pulumi.ComponentResource):
@@ -31,7 +26,7 @@ class Monitoring(pulumi.ComponentResource):
     """Kubernetes stacks: kube-prometheus-stack (its CRDs serve the GPU Operator's monitors)."""
 
     def __init__(
-        self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None
+        self, name: str, args: StageArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("kiln:monitoring:Monitoring", name, None, opts)
         cluster = args.cluster
@@ -39,24 +34,24 @@ class Monitoring(pulumi.ComponentResource):
         self.hosts = self.roles.summary
         self.hash = self.roles.hash
         self.release = None
-        if args.k8s_provider is not None and cluster.monitoring.prometheus:
-            k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.k8s_provider)
-            namespace = manifest_resource(
-                f"{name}-namespace", manifests.namespace(MONITORING_NAMESPACE), k8s_opts
+        if args.kubernetes is not None and cluster.monitoring.prometheus:
+            k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.kubernetes.provider)
+            monitoring_namespace = manifest_resource(
+                f"{name}-namespace", namespace(MONITORING_NAMESPACE), k8s_opts
             )
             self.release = helm_release(
                 f"{name}-kube-prometheus-stack",
                 versions.KUBE_PROMETHEUS_STACK,
-                namespace.metadata.apply(lambda m: m["name"]),
-                manifests.kube_prometheus_values(cluster),
+                monitoring_namespace.metadata.apply(lambda m: m["name"]),
+                kube_prometheus_values(cluster),
                 k8s_opts,
             )
-            if cluster.monitoring.dcgm_exporter and manifests.gpu_pools(cluster):
+            if cluster.monitoring.dcgm_exporter and gpu_pools(cluster):
                 manifest_resource(
                     f"{name}-dcgm-dashboard",
-                    manifests.dcgm_dashboard(MONITORING_NAMESPACE),
+                    dcgm_dashboard(MONITORING_NAMESPACE),
                     pulumi.ResourceOptions.merge(
-                        k8s_opts, pulumi.ResourceOptions(depends_on=[namespace])
+                        k8s_opts, pulumi.ResourceOptions(depends_on=[monitoring_namespace])
                     ),
                 )
         self.register_outputs({"hosts": self.hosts, "hash": self.hash})

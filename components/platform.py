@@ -9,9 +9,12 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import manifests, versions
-from components.kube import helm_release, manifest_resource
+from components.kube import KubernetesTarget, helm_release, manifest_resource
 from kiln.config import Cluster
+from kiln.kubernetes import helm_values, objects, versions
+from kiln.kubernetes.certification_job import certification_job
+from kiln.kubernetes.kueue import kueue_objects
+from kiln.kubernetes.pools import gpu_pools, rdma_pools
 from kiln.plays import DriverOwner
 
 
@@ -21,10 +24,8 @@ class PlatformServicesArgs:
 
     cluster: Cluster
     """The stack config (scheduler: kubernetes)."""
-    k8s_provider: k8s.Provider
-    """The explicit provider built from the stack's kubeconfig secret."""
-    namespace: pulumi.Input[str]
-    """The Kiln namespace (its LocalQueue and the certification Job live there)."""
+    kubernetes: KubernetesTarget
+    """The stack's explicit provider, and the Kiln namespace (its LocalQueue and the Job)."""
     provisioning_hash: pulumi.Input[str]
     """What the nodes were provisioned with; a new hash runs a new certification Job."""
     node_facts: pulumi.Input[Mapping[str, Any]]
@@ -51,7 +52,7 @@ class PlatformServices(pulumi.ComponentResource):
         super().__init__("kiln:platform:PlatformServices", name, None, opts)
         cluster = args.cluster
         base = pulumi.ResourceOptions(
-            parent=self, provider=args.k8s_provider, depends_on=list(args.depends_on)
+            parent=self, provider=args.kubernetes.provider, depends_on=list(args.depends_on)
         )
 
         def after(*resources: pulumi.Resource) -> pulumi.ResourceOptions:
@@ -59,7 +60,7 @@ class PlatformServices(pulumi.ComponentResource):
 
         def namespace(short: str, ns: str, privileged: bool = False) -> pulumi.Output[str]:
             resource = manifest_resource(
-                f"{name}-ns-{short}", manifests.namespace(ns, privileged), base
+                f"{name}-ns-{short}", objects.namespace(ns, privileged), base
             )
             return resource.metadata.apply(lambda m: m["name"])
 
@@ -68,36 +69,36 @@ class PlatformServices(pulumi.ComponentResource):
             f"{name}-node-feature-discovery",
             versions.NODE_FEATURE_DISCOVERY,
             namespace("nfd", "node-feature-discovery"),
-            manifests.nfd_values(),
+            helm_values.nfd_values(),
             base,
         )
         self.releases["node-feature-discovery"] = nfd
         operators: list[pulumi.Resource] = [nfd]
-        if manifests.gpu_pools(cluster):
+        if gpu_pools(cluster):
             gpu = helm_release(
                 f"{name}-gpu-operator",
                 versions.GPU_OPERATOR,
                 namespace("gpu", "gpu-operator", privileged=True),
-                manifests.gpu_operator_values(cluster, args.driver_owner),
+                helm_values.gpu_operator_values(cluster, args.driver_owner),
                 after(nfd),
                 # An operator-owned driver is compiled on every node before it is ready.
                 timeout_s=1800,
             )
             self.releases["gpu-operator"] = gpu
             operators.append(gpu)
-        if manifests.rdma_pools(cluster):
+        if rdma_pools(cluster):
             network = helm_release(
                 f"{name}-network-operator",
                 versions.NETWORK_OPERATOR,
                 namespace("network", "nvidia-network-operator", privileged=True),
-                manifests.network_operator_values(),
+                helm_values.network_operator_values(),
                 after(nfd),
             )
             self.releases["network-operator"] = network
             operators.append(
                 manifest_resource(
                     f"{name}-nic-cluster-policy",
-                    manifests.nic_cluster_policy(cluster),
+                    objects.nic_cluster_policy(cluster),
                     after(network),
                 )
             )
@@ -106,12 +107,12 @@ class PlatformServices(pulumi.ComponentResource):
             f"{name}-kueue",
             versions.KUEUE,
             namespace("kueue", "kueue-system"),
-            manifests.kueue_values(),
+            helm_values.kueue_values(),
             base,
         )
         self.releases["kueue"] = kueue
-        queue_objects = pulumi.Output.all(args.node_facts, args.namespace).apply(
-            lambda values: manifests.kueue_objects(cluster, values[0])
+        queue_objects = pulumi.Output.all(args.node_facts, args.kubernetes.namespace).apply(
+            lambda values: kueue_objects(cluster, values[0])
         )
         queues = []
         for index, kind in enumerate(("ResourceFlavor", "ClusterQueue", "LocalQueue")):
@@ -129,8 +130,8 @@ class PlatformServices(pulumi.ComponentResource):
         )
 
         # The namespace is an input too, so the Job waits for it.
-        run = pulumi.Output.all(args.provisioning_hash, args.namespace).apply(
-            lambda values: manifests.certification_job(cluster, args.validation_image, values[0])
+        run = pulumi.Output.all(args.provisioning_hash, args.kubernetes.namespace).apply(
+            lambda values: certification_job(cluster, args.validation_image, values[0])
         )
         ready = [*operators, *queues, training]
         service = manifest_resource(

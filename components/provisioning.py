@@ -14,7 +14,7 @@ from components.providers import MungeKey, Playbook
 from kiln import config
 from kiln.config import Cluster
 from kiln.drift import digest, playbook_inputs
-from kiln.plays import DriverOwner, Stage
+from kiln.plays import DriverOwner
 from kiln.provision import ROLES_DIR
 
 
@@ -27,41 +27,6 @@ def playbook_secrets(
         lambda values: {"sshKeys": dict(values[0]), "extraVars": dict(values[1])}
     )
     return pulumi.Output.secret(combined)
-
-
-@dataclass
-class StageArgs:
-    """Inputs shared by the components that apply one stage of site.yml after provisioning."""
-
-    cluster: Cluster
-    """The stack config."""
-    provisioning: Provisioning
-    """Runs after the nodes are provisioned."""
-    facts_digest: pulumi.Input[str]
-    """Hash of every host's facts (a reinstalled host gets the stage again)."""
-    secrets: pulumi.Input[Mapping[str, Any]]
-    """Playbook secrets (SSH keys), a Pulumi secret."""
-    k8s_provider: Any = None
-    """Kubernetes stacks: the explicit `kubernetes.Provider` for the stage's resources."""
-    roles_dir: Path = ROLES_DIR
-    """The roles tree hashed and applied."""
-    driver_owner: DriverOwner = "roles"
-    """Who installs the GPU driver (decides which roles the plays exclude)."""
-
-
-def stage_playbook(parent: pulumi.Resource, name: str, args: StageArgs, stage: Stage) -> Playbook:
-    """A Playbook running `stage`'s roles on every host (storage, monitoring)."""
-    inputs = playbook_inputs(args.cluster, stage, args.roles_dir, None, args.driver_owner)
-    warn_missing(name, inputs)
-    if not inputs["plays"]:
-        pulumi.log.warn(
-            f"{name}: roles/site.yml applies no {stage} role yet; this step runs nothing "
-            "until one is added (the content hash will then show it as drift)"
-        )
-    opts = pulumi.ResourceOptions(parent=parent, depends_on=[args.provisioning])
-    return Playbook(
-        name, {**inputs, "factsDigest": args.facts_digest, "secrets": args.secrets}, opts
-    )
 
 
 def warn_missing(name: str, inputs: Mapping[str, Any]) -> None:

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 
-from components import manifests
 from components.kube import manifest_resource
-from components.provisioning import StageArgs, stage_playbook
-
-
-@dataclass
-class SharedStorageArgs(StageArgs):
-    """Inputs of SharedStorage; `cluster.storage` says what to mount."""
-
-    namespace: pulumi.Input[str] | None = None
-    """Kubernetes stacks: where the `datasets` claim lives (the Kiln namespace)."""
+from components.stage import StageArgs, stage_playbook
+from kiln.kubernetes.objects import datasets_volume
 
 
 class SharedStorage(pulumi.ComponentResource):
@@ -31,7 +22,7 @@ class SharedStorage(pulumi.ComponentResource):
     """Kubernetes stacks with NFS: `<namespace>/<claim>` of the datasets volume."""
 
     def __init__(
-        self, name: str, args: SharedStorageArgs, opts: pulumi.ResourceOptions | None = None
+        self, name: str, args: StageArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("kiln:storage:SharedStorage", name, None, opts)
         cluster = args.cluster
@@ -39,13 +30,11 @@ class SharedStorage(pulumi.ComponentResource):
         self.hosts = self.roles.summary
         self.hash = self.roles.hash
         self.claim = None
-        if args.k8s_provider is not None and cluster.storage.kind == "nfs":
-            if args.namespace is None:
-                raise ValueError("SharedStorageArgs.namespace is required on Kubernetes")
-            k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.k8s_provider)
-            volume = pulumi.Output.from_input(args.namespace).apply(
-                lambda ns: manifests.datasets_volume(cluster, ns)
-            )
+        kubernetes = args.kubernetes
+        if kubernetes is not None and cluster.storage.kind == "nfs":
+            k8s_opts = pulumi.ResourceOptions(parent=self, provider=kubernetes.provider)
+            # The claim lives in the Kiln namespace (`cluster.storage` says what to mount).
+            volume = kubernetes.namespace.apply(lambda ns: datasets_volume(cluster, ns))
             pv = manifest_resource(
                 f"{name}-volume",
                 volume.apply(lambda objs: objs[0]),
@@ -63,7 +52,7 @@ class SharedStorage(pulumi.ComponentResource):
             self.claim = volume.apply(
                 lambda objs: f"{objs[1]['metadata']['namespace']}/{objs[1]['metadata']['name']}"
             )
-        elif args.k8s_provider is not None and cluster.storage.kind == "glusterfs":
+        elif kubernetes is not None and cluster.storage.kind == "glusterfs":
             # The in-tree glusterfs volume plugin was removed in Kubernetes 1.26.
             pulumi.log.warn(
                 f"{name}: glusterfs is mounted on the hosts only (no Kubernetes volume)"

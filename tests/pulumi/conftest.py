@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.pulumi.harness import new_monitor
-from tests.pulumi.mocks import RecordingMonitor
+from components.mocks import RecordingMonitor, new_monitor
 
 
 @pytest.fixture

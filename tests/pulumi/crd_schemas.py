@@ -1,7 +1,7 @@
 """JSON schemas for the custom resources Kiln creates, since kubernetes-validate knows built-ins only.
 
 Kiln-maintained subsets of the upstream CRDs at the versions pinned in
-components/versions.py (Kueue 0.14 `kueue.x-k8s.io/v1beta1`, Network Operator
+kiln/kubernetes/versions.py (Kueue 0.14 `kueue.x-k8s.io/v1beta1`, Network Operator
 25.10 `mellanox.com/v1alpha1`): every field Kiln sets, with upstream's types,
 enums and required fields. Unknown fields are rejected where Kiln writes, so a
 misspelt field fails here instead of being pruned by the API server.

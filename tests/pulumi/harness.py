@@ -1,4 +1,4 @@
-"""Build the Kiln program for a stack under mocks, and wait until every resource is registered."""
+"""Build the Kiln program for an example stack under the mocks of `components.mocks`."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pulumi
 import yaml
 
 from components.cluster import Cluster, ClusterArgs
+from components.mocks import RecordingMonitor
 from kiln import config
 from kiln.stack import cluster_from_document
 from tests.conftest import REPO
-from tests.pulumi.mocks import KilnMocks, RecordingMonitor
 
 STACKS = ("lab", "staging", "prod")
 FAKE_KUBECONFIG = (
@@ -52,15 +52,6 @@ def stack_cluster(stack: str, **changes: Any) -> config.Cluster:
     return cluster_from_document(document, f"stacks/Pulumi.{stack}.yaml")
 
 
-def new_monitor(stack: str = "test") -> RecordingMonitor:
-    """Fresh mocks and monitor for one test's program."""
-    monitor = RecordingMonitor(KilnMocks())
-    pulumi.runtime.set_mocks(
-        monitor.mocks, project="kiln", stack=stack, preview=False, monitor=monitor
-    )
-    return monitor
-
-
 def build(
     monitor: RecordingMonitor, cluster: config.Cluster, name: str | None = None, **args: Any
 ) -> Cluster:
@@ -69,17 +60,6 @@ def build(
     if cluster.scheduler == "kubernetes":
         args.setdefault("kubeconfig", pulumi.Output.secret(FAKE_KUBECONFIG))
     return Cluster(name or cluster.name, ClusterArgs(cluster=cluster, **args))
-
-
-def settled(*resources: pulumi.Resource) -> pulumi.Output[str]:
-    """An Output that resolves once every resource in these trees is registered."""
-    probe = pulumi.ComponentResource(
-        "test:probe:Probe",
-        f"probe-{id(resources)}",
-        None,
-        pulumi.ResourceOptions(depends_on=list(resources)),
-    )
-    return probe.urn
 
 
 def roles_copy(tmp: Path) -> Path:

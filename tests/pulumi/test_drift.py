@@ -7,8 +7,8 @@ from pathlib import Path
 import pulumi
 import pytest
 
-from tests.pulumi.harness import build, roles_copy, settled, stack_cluster
-from tests.pulumi.mocks import CERTIFICATION_RUN, PLAYBOOK, RecordingMonitor
+from components.mocks import CERTIFICATION_RUN, PLAYBOOK, RecordingMonitor, settled
+from tests.pulumi.harness import build, roles_copy, stack_cluster
 
 pytestmark = pytest.mark.pulumi
 

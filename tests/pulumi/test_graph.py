@@ -7,8 +7,7 @@ from collections import Counter
 import pulumi
 import pytest
 
-from tests.pulumi.harness import STACKS, build, settled, stack_cluster
-from tests.pulumi.mocks import (
+from components.mocks import (
     CERTIFICATION_RUN,
     K8S_PROVIDER,
     LAB_MACHINES,
@@ -17,7 +16,9 @@ from tests.pulumi.mocks import (
     PREFLIGHT,
     RELEASE,
     RecordingMonitor,
+    settled,
 )
+from tests.pulumi.harness import STACKS, build, stack_cluster
 
 pytestmark = pytest.mark.pulumi
 

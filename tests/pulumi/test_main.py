@@ -11,9 +11,9 @@ import pytest
 from pulumi.runtime import settings
 from pulumi.runtime.config import set_all_config
 
+from components.mocks import RecordingMonitor, settled
 from tests.conftest import REPO
-from tests.pulumi.harness import FAKE_KUBECONFIG, settled, stack_cluster, stack_document
-from tests.pulumi.mocks import RecordingMonitor
+from tests.pulumi.harness import FAKE_KUBECONFIG, stack_cluster, stack_document
 
 pytestmark = pytest.mark.pulumi
 

@@ -12,10 +12,12 @@ import pulumi
 import pytest
 import yaml
 
-from components import manifests, versions
+from components.mocks import PLAYBOOK, RELEASE, RecordingMonitor, Registration, settled
+from kiln.kubernetes import versions
+from kiln.kubernetes.certification_job import certification_run_name
+from kiln.kubernetes.kueue import QUEUE
 from tests.pulumi.crd_schemas import SCHEMAS
-from tests.pulumi.harness import build, roles_copy, settled, stack_cluster
-from tests.pulumi.mocks import PLAYBOOK, RELEASE, RecordingMonitor, Registration
+from tests.pulumi.harness import build, roles_copy, stack_cluster
 
 pytestmark = pytest.mark.pulumi
 
@@ -181,8 +183,8 @@ def test_certification_job_is_pinned_to_the_gpu_hosts_and_queued(monitor: Record
     def check(provisioning_hash: str):
         (job,) = [r for r in _objects(monitor) if r.inputs["kind"] == "Job"]
         spec = job.inputs["spec"]
-        assert job.inputs["metadata"]["name"] == manifests.certification_run_name(provisioning_hash)
-        assert job.inputs["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == manifests.QUEUE
+        assert job.inputs["metadata"]["name"] == certification_run_name(provisioning_hash)
+        assert job.inputs["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == QUEUE
         assert spec["completions"] == 8, job.urn
         pod = spec["template"]["spec"]
         terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]

@@ -14,11 +14,11 @@ import pytest
 from pulumi.dynamic.dynamic import serialize_provider
 
 from components import providers
+from components.mocks import PREFLIGHT, RecordingMonitor, settled
 from kiln.certify import CertifyContext
 from kiln.config import Cluster
 from tests.conftest import REPO
-from tests.pulumi.harness import build, settled, stack_cluster
-from tests.pulumi.mocks import PREFLIGHT, RecordingMonitor
+from tests.pulumi.harness import build, stack_cluster
 
 pytestmark = pytest.mark.pulumi
 

@@ -8,8 +8,7 @@ import pulumi
 import pytest
 
 from components.cluster import stack_outputs
-from tests.pulumi.harness import FAKE_KUBECONFIG, build, fake_key, settled, stack_cluster
-from tests.pulumi.mocks import (
+from components.mocks import (
     CERTIFICATION_RUN,
     FAKE_MUNGE_KEY,
     K8S_PROVIDER,
@@ -18,7 +17,9 @@ from tests.pulumi.mocks import (
     RecordingMonitor,
     is_wrapped_secret,
     plaintext_strings,
+    settled,
 )
+from tests.pulumi.harness import FAKE_KUBECONFIG, build, fake_key, stack_cluster
 
 pytestmark = pytest.mark.pulumi
 

@@ -1,7 +1,10 @@
 """Pulumi runtime mocks for Kiln: realistic outputs per resource type, and a record of requests.
 
-No dynamic provider runs under these mocks: the mock answers in its place, so
-no SSH connection, lab machine or Ansible run is ever started.
+The program runs under these in tests/pulumi and bench/pulumi_program.py
+(`new_monitor`, then `settled` to wait for every registration); the program
+itself never imports them. No dynamic provider runs under these mocks: the
+mock answers in its place, so no SSH connection, lab machine or Ansible run
+is ever started.
 """
 
 from __future__ import annotations
@@ -219,6 +222,26 @@ class KilnMocks(pulumi.runtime.Mocks):
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
         return {}
+
+
+def new_monitor(stack: str = "test") -> RecordingMonitor:
+    """Fresh mocks and monitor for one program; set `monitor.mocks.cluster` before building."""
+    monitor = RecordingMonitor(KilnMocks())
+    pulumi.runtime.set_mocks(
+        monitor.mocks, project="kiln", stack=stack, preview=False, monitor=monitor
+    )
+    return monitor
+
+
+def settled(*resources: pulumi.Resource) -> pulumi.Output[str]:
+    """An Output that resolves once every resource in these trees is registered."""
+    probe = pulumi.ComponentResource(
+        "test:probe:Probe",
+        f"probe-{id(resources)}",
+        None,
+        pulumi.ResourceOptions(depends_on=list(resources)),
+    )
+    return probe.urn
 
 
 def is_wrapped_secret(value: Any) -> bool:
