@@ -31,7 +31,6 @@ from kiln.errors import KilnError, UsageError
 Stage = Literal["node", "storage", "monitoring"]
 DriverOwner = Literal["roles", "operator"]
 
-STAGES: tuple[Stage, ...] = ("node", "storage", "monitoring")
 STAGE_ROLES: dict[str, frozenset[str]] = {
     "storage": frozenset({"shared_storage"}),
     "monitoring": frozenset({"node_exporter", "prometheus", "dcgm_exporter"}),
