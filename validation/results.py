@@ -10,6 +10,7 @@ lazily.
 
 from __future__ import annotations
 
+import importlib
 import json
 import platform
 import re
@@ -93,6 +94,35 @@ class Environ:
             cuda_driver=_optional(doc, "cuda_driver", str, where),
             device=doc.get("device") or "cpu",
         )
+
+
+def read_envelope(doc: Any, name: str, schema_version: int) -> tuple[Environ, dict[str, Any], int]:
+    """Check a result document's envelope ``{name, schema_version, environ, metrics}``.
+
+    Returns (environ, the metrics object, the document's version); rejects other
+    benchmarks' documents and versions newer than this reader knows.
+    """
+    if not isinstance(doc, dict):
+        raise ResultSchemaError("result: expected a JSON object")
+    found = _require(doc, "name", str, "result")
+    if found != name:
+        raise ResultSchemaError(f"result.name: expected {name!r}, got {found!r}")
+    version = _require(doc, "schema_version", int, "result")
+    if not 1 <= version <= schema_version:
+        raise ResultSchemaError(
+            f"result.schema_version: {version} is not supported "
+            f"(this reader knows 1..{schema_version})"
+        )
+    environ = Environ.from_dict(_require(doc, "environ", dict, "result"))
+    return environ, _require(doc, "metrics", dict, "result"), version
+
+
+def load_document(text: str) -> Any:
+    """The JSON of a result file; ResultSchemaError when it is not JSON."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ResultSchemaError(f"result: not JSON ({exc})") from exc
 
 
 def _nvidia_driver_version() -> str | None:
@@ -235,32 +265,13 @@ class AllreduceResult:
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> AllreduceResult:
         """Parse a result document, rejecting other benchmarks and newer schemas."""
-        if not isinstance(doc, dict):
-            raise ResultSchemaError("result: expected a JSON object")
-        name = _require(doc, "name", str, "result")
-        if name != "allreduce":
-            raise ResultSchemaError(f"result.name: expected 'allreduce', got {name!r}")
-        version = _require(doc, "schema_version", int, "result")
-        if version > SCHEMA_VERSION or version < 1:
-            raise ResultSchemaError(
-                f"result.schema_version: {version} is not supported "
-                f"(this reader knows 1..{SCHEMA_VERSION})"
-            )
-        return cls(
-            environ=Environ.from_dict(_require(doc, "environ", dict, "result")),
-            metrics=AllreduceMetrics.from_dict(_require(doc, "metrics", dict, "result")),
-            name=name,
-            schema_version=version,
-        )
+        environ, metrics, version = read_envelope(doc, "allreduce", SCHEMA_VERSION)
+        return cls(environ, AllreduceMetrics.from_dict(metrics), schema_version=version)
 
     @classmethod
     def from_json(cls, text: str) -> AllreduceResult:
         """Parse the output of :meth:`to_json`."""
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ResultSchemaError(f"result: not JSON ({exc})") from exc
-        return cls.from_dict(doc)
+        return cls.from_dict(load_document(text))
 
 
 # -- measurements: the flat view certification rules read ------------------------
@@ -325,15 +336,28 @@ def allreduce_measurements(result: AllreduceResult) -> list[Measurement]:
     return out
 
 
-#: Benchmark name -> (parser, measurements). Later benchmarks register here.
-_READERS: dict[str, Any] = {"allreduce": (AllreduceResult.from_dict, allreduce_measurements)}
+#: Benchmark name -> where its documents are read: ``module:ResultClass``; the
+#: class parses (``from_dict``) and the module's ``measurements(result)`` names
+#: what was measured. Imported on demand: those modules import this one.
+READERS = {
+    "allreduce": "validation.results:AllreduceResult",
+    "gemm": "validation.gemm.result:GemmResult",
+    "storage": "validation.storage.result:StorageResult",
+    "models": "validation.models.result:ModelsResult",
+}
+
+
+def measurements(result: AllreduceResult) -> list[Measurement]:
+    """This module's reader entry for allreduce documents."""
+    return allreduce_measurements(result)
 
 
 def measurements_of(doc: dict[str, Any]) -> list[Measurement]:
     """The measurements of any benchmark document; ResultSchemaError if it is malformed
     or of a benchmark this reader does not know."""
     name = doc.get("name") if isinstance(doc, dict) else None
-    if name not in _READERS:
+    if name not in READERS:
         raise ResultSchemaError(f"result.name: unknown benchmark {name!r}")
-    parse, measure = _READERS[name]
-    return measure(parse(doc))
+    module_name, class_name = READERS[name].split(":")
+    module = importlib.import_module(module_name)
+    return module.measurements(getattr(module, class_name).from_dict(doc))

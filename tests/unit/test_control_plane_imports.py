@@ -23,6 +23,13 @@ MODULES = [
     "validation.launch.local",
     "validation.results",
     "validation.allreduce.sizes",
+    "validation.options",
+    "validation.scaling",
+    # Result readers: certification reads every benchmark's documents without torch.
+    "validation.gemm.result",
+    "validation.storage.result",
+    "validation.models.result",
+    "validation.models.config",
 ]
 
 

@@ -27,6 +27,7 @@ from validation.guard import (
     CollectiveError,
     CollectiveGuard,
 )
+from validation.options import add_run_options, name_list
 
 
 def _size_arg(text: str) -> int:
@@ -37,10 +38,7 @@ def _size_arg(text: str) -> int:
 
 
 def _dtype_list(values: list[str] | None) -> tuple[str, ...]:
-    if not values:
-        return ("float32",)
-    names = [name.strip() for value in values for name in value.split(",") if name.strip()]
-    return tuple(dict.fromkeys(names))  # keep order, drop repeats
+    return name_list(values) or ("float32",)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,29 +126,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="1: verify every element of the result against the exact expected sum and report "
         "#wrong; 0: skip the check, #wrong shows N/A (default: 1)",
     )
-    group = parser.add_argument_group("process group")
+    group = add_run_options(
+        parser,
+        AllreduceConfig.timeout_s,
+        "bound for joining the group and for every collective; a rank that does not "
+        "answer in time is named in the error. On NCCL the bound counts from when a "
+        "collective is enqueued, so it must exceed ITERS times the slowest collective",
+    )
     group.add_argument(
         "--backend",
         choices=("auto", "nccl", "gloo"),
         default=AllreduceConfig.backend,
         help="torch.distributed backend; auto picks nccl when CUDA is available, else gloo "
         "(default: auto)",
-    )
-    group.add_argument(
-        "--timeout",
-        type=float,
-        default=AllreduceConfig.timeout_s,
-        metavar="SECONDS",
-        help="bound for joining the group and for every collective; a rank that does not "
-        "answer in time is named in the error. On NCCL the bound counts from when a "
-        "collective is enqueued, so it must exceed ITERS times the slowest collective "
-        "(default: 300)",
-    )
-    group.add_argument(
-        "--json",
-        metavar="PATH",
-        dest="json_path",
-        help="rank 0 writes the result as JSON {name, schema_version, environ, metrics} here",
     )
     faults = parser.add_argument_group(
         "fault injection", "for testing fault handling only; never use in a certification run"

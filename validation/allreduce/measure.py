@@ -41,6 +41,7 @@ from validation.allreduce.patterns import (
 from validation.allreduce.report import format_row, preamble_lines, summary_lines
 from validation.allreduce.sizes import bus_bandwidth_factor, sweep_sizes
 from validation.guard import EXIT_INJECTED_FAULT, CollectiveGuard
+from validation.options import check_counts, check_timeout
 from validation.rendezvous import DistSession, attach_to_initialized
 from validation.results import (
     AllreduceMeasurement,
@@ -75,15 +76,12 @@ class AllreduceConfig:
         unknown = [d for d in self.dtypes if d not in DTYPES]
         if unknown or not self.dtypes:
             raise ValueError(f"--dtype: unknown {unknown}; choose from {', '.join(DTYPES)}")
-        for name, value, least in (
+        check_counts(
             ("--warmup-iters", self.warmup_iters, 0),
             ("--iters", self.iters, 1),
             ("--repeat", self.repeat, 1),
-        ):
-            if value < least:
-                raise ValueError(f"{name} must be at least {least}, got {value}")
-        if not self.timeout_s > 0:
-            raise ValueError(f"--timeout must be positive, got {self.timeout_s:g}")
+        )
+        check_timeout(self.timeout_s)
         for dtype in self.dtypes:  # raises on bad -b/-e/-f
             sweep_sizes(self.min_bytes, self.max_bytes, self.factor, DTYPES[dtype].itemsize)
 
