@@ -233,7 +233,10 @@ def certify_cmd(
         str | None, typer.Option("--profile", help="quick or full (default: the stack's)")
     ] = None,
     only: Annotated[
-        str | None, typer.Option("--only", help="Comma-separated phases, e.g. preflight")
+        str | None,
+        typer.Option(
+            "--only", help="Comma-separated phases: preflight, allreduce, gemm, storage, models"
+        ),
     ] = None,
     compare: Annotated[
         Path | None,
@@ -243,7 +246,8 @@ def certify_cmd(
         bool, typer.Option(help="Copy kiln.prom into node_exporter's textfile directory")
     ] = True,
 ) -> None:
-    """Certify a provisioned cluster: preflight, allreduce, rules, isolation, reports.
+    """Certify a provisioned cluster: preflight, allreduce (and with --profile full GEMM,
+    shared storage and the training-scaling ladder), rules, isolation, reports.
 
     Exit 0 pass or warn, 1 fail (a rule failed, a measurement missing), 2 could not run.
     """
@@ -257,6 +261,10 @@ def certify_cmd(
     with out.status("certify") as status:
         result = certify_stack(cluster, request, progress=lambda m: status.update(m))
     out.print(verdict_table(result))
+    from kiln.certification.report import scaling_lines
+
+    for line in scaling_lines(result):
+        out.print(f"scaling: {line}", highlight=False)
     for phase in result.phases:
         if phase.status == "failed":
             err.print(f"[yellow]warning:[/] {phase.name}: {phase.message}", highlight=False)

@@ -236,6 +236,48 @@ class AllreduceSettings(_Model):
     repeat: int = Field(default=3, ge=1, le=100)
 
 
+class ModelsBenchSettings(_Model):
+    """The training-scaling ladder (`python -m validation.models`, profile full)."""
+
+    preset: Literal["auto", "tiny", "full"] = Field(
+        default="auto",
+        description="Model sizes: full (ResNet-50 at 224, BERT-large) on GPU pools, tiny "
+        "on CPU; auto picks by whether the computes have GPUs.",
+    )
+    workloads: list[str] = Field(
+        default_factory=list, description="Workloads of the preset to run (default: all)."
+    )
+    batch: int | None = Field(default=None, ge=1, description="Per-rank batch (weak scaling).")
+    steps: int | None = Field(default=None, ge=1, le=10000, description="Timed steps per run.")
+    ladder: list[int] = Field(
+        default_factory=list,
+        description="Node counts to run at (default: 1, 2, 4, ... and all computes).",
+    )
+
+
+class StorageBenchSettings(_Model):
+    """The shared-filesystem read benchmark (`python -m validation.storage`, profile full)."""
+
+    workloads: list[Literal["large", "small"]] = Field(
+        default_factory=lambda: ["large", "small"], min_length=1
+    )
+    large_size: str = Field(default="256M", pattern=_SIZE)
+    large_count: int = Field(default=2, ge=1, le=1000, description="Large files per rank.")
+    small_size: str = Field(default="64K", pattern=_SIZE)
+    small_count: int = Field(default=2000, ge=1, le=1_000_000, description="Small files per rank.")
+
+
+class GemmSettings(_Model):
+    """The per-GPU matmul benchmark (`python -m validation.gemm`, profile full)."""
+
+    size: int | None = Field(
+        default=None, ge=64, le=65536, description="M = N = K (default: 8192 on GPU, 1024 on CPU)."
+    )
+    dtypes: list[Literal["bf16", "fp16", "tf32", "fp32"]] = Field(
+        default_factory=list, description="Default: all on GPU; fp32 (and bf16 if native) on CPU."
+    )
+
+
 class CertificationSettings(_Model):
     """How a deployed cluster is certified (`kiln certify`, the Certification resource)."""
 
@@ -246,6 +288,9 @@ class CertificationSettings(_Model):
     profile: Literal["quick", "full"] = "quick"
     timeout_seconds: int = Field(default=120, ge=5, le=3600)
     allreduce: AllreduceSettings = Field(default_factory=AllreduceSettings)
+    gemm: GemmSettings = Field(default_factory=GemmSettings)
+    storage: StorageBenchSettings = Field(default_factory=StorageBenchSettings)
+    models: ModelsBenchSettings = Field(default_factory=ModelsBenchSettings)
     referee: Hostname | None = Field(
         default=None,
         description="A known-good host on the same network that isolation pairs suspects with "

@@ -28,6 +28,11 @@ from kiln.ssh import ssh_config
 _EXIT_WRONG_RESULTS = 1
 
 
+class CouldNotRun(Exception):
+    """The certification run cannot go on (exit 2): a host unreachable, a launcher error,
+    a benchmark that produced no result document."""
+
+
 @dataclass
 class GroupOutcome:
     """One benchmark run over a group of hosts."""

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from kiln.certification.report_html import report_html
-from kiln.certification.verdict import CertificationResult, RuleResult
+from kiln.certification.verdict import CertificationResult, RuleResult, finite_number
 
 REPORT_FILES = ("result.json", "report.html", "junit.xml", "kiln.prom")
 
@@ -223,6 +223,44 @@ def _rule_labels(cluster: str, rule: RuleResult) -> dict[str, object]:
         "subject": rule.subject,
         "fault_code": rule.fault_code or "",
     }
+
+
+# --- text summary -------------------------------------------------------------
+
+
+def scaling_lines(result: CertificationResult) -> list[str]:
+    """One line per training-scaling workload: efficiency at the largest N, and the break.
+
+    For a console summary next to the verdict, e.g.
+    ``resnet50 (weak): efficiency 85.0 % at N=4; breaks at N=4: efficiency at N=4 is …``
+    (with ``(vs N=2)`` after the N when the ladder had no N=1 rung).
+    """
+    lines = []
+    for entry in result.scaling:
+        if not isinstance(entry, dict):
+            continue
+        name = entry.get("workload") or "workload"
+        mode = f" ({entry['mode']})" if entry.get("mode") else ""
+        rungs = [
+            r
+            for r in entry.get("rungs") or []
+            if isinstance(r, dict) and finite_number(r.get("n")) is not None
+        ]
+        top = max(rungs, key=lambda r: r["n"], default=None)
+        efficiency = finite_number(top.get("efficiency")) if top else None
+        if top is None or efficiency is None:
+            text = "no measured rung"
+        else:
+            text = f"efficiency {efficiency * 100:.1f} % at N={top['n']}"
+            if entry.get("reference_n") not in (None, 1):
+                text += f" (vs N={entry['reference_n']})"
+        if entry.get("break_n") is not None:
+            why = f": {entry['break_reason']}" if entry.get("break_reason") else ""
+            text += f"; breaks at N={entry['break_n']}{why}"
+        elif top is not None:
+            text += "; no break"
+        lines.append(f"{name}{mode}: {text}")
+    return lines
 
 
 # --- junit.xml ----------------------------------------------------------------

@@ -25,6 +25,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 
 from kiln.certification.verdict import CertificationResult, Culprit, RuleResult
+from validation.scaling import amdahl_speedup, gustafson_speedup
 
 NODE_BUSBW_MEASUREMENT = "allreduce.node_busbw_gbps"
 
@@ -33,6 +34,7 @@ PER_HOST_FACTS = frozenset({"hostname", "machine_id"})
 
 _COLOURS = {"pass": "#1a7f37", "warn": "#b26b00", "fail": "#c62828", "error": "#6a1b9a"}
 _OK_BAR, _SLOW_BAR = "#4c78a8", "#c62828"
+_IDEAL, _FITTED = "#888888", "#b26b00"
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222;max-width:80rem}
@@ -51,6 +53,7 @@ tr.pass td.status{color:#1a7f37}
 tr.slow{background:#fdecea}
 td.differs{background:#ffe08a;font-weight:600}
 code{font-size:.85rem}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
 .note{color:#555}
 """
 
@@ -81,13 +84,15 @@ def _real(value: object) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-Cell = str | tuple[str, str]
-"""Already-escaped cell HTML, or (td class, cell HTML)."""
+Cell = str | tuple[str, str] | tuple[str, str, int]
+"""Already-escaped cell HTML, or (td class, cell HTML), or (td class, cell HTML, rowspan)."""
 
 
 def _td(cell: Cell) -> str:
     if isinstance(cell, tuple):
-        return f'<td class="{cell[0]}">{cell[1]}</td>'
+        cls = f' class="{cell[0]}"' if cell[0] else ""
+        span = f' rowspan="{int(cell[2])}"' if len(cell) == 3 and cell[2] > 1 else ""
+        return f"<td{cls}{span}>{cell[1]}</td>"
     return f"<td>{cell}</td>"
 
 
@@ -273,6 +278,59 @@ def _facts(result: CertificationResult) -> str:
     return "<h2>Preflight facts</h2>" + note + _table(["Fact", *hosts], rows)
 
 
+def _grouped_measurements(result: CertificationResult) -> dict[str, list[dict[str, Any]]]:
+    """Measurements by name, names and subjects in first-seen order."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for m in result.measurements:
+        if isinstance(m, dict):
+            groups.setdefault(str(m.get("name")), []).append(m)
+    return groups
+
+
+def _vs_median(value: float | None, median: float | None) -> str:
+    if value is None or not median:
+        return ""
+    return f"{(value - median) / abs(median) * 100:+.1f} %"
+
+
+def _measurements(result: CertificationResult) -> str:
+    """Every measurement, whatever its name: one row per subject, grouped by name.
+
+    Per-host values of one measurement (gemm.tflops.bf16 on each node …) sit
+    together, each against the group's median, so the odd host out shows.
+    """
+    groups = _grouped_measurements(result)
+    if not groups:
+        return ""
+    rows: list[tuple[str, Sequence[Cell]]] = []
+    for name, members in groups.items():
+        numbers = [v for v in (_real(m.get("value")) for m in members) if v is not None]
+        median = _median(numbers) if len(numbers) > 1 else None
+        for i, m in enumerate(members):
+            value = _real(m.get("value"))
+            raw = m.get("value")
+            shown = '<span class="fail">missing</span>' if raw is None else _e(_fmt(raw))
+            cells: list[Cell] = []
+            if i == 0:
+                cells.append(("", f"<code>{_e(name)}</code>", len(members)))
+            cells += [
+                _e(m.get("subject")),
+                ("num", shown),
+                _e(m.get("unit")),
+                ("num", _e(_vs_median(value, median))),
+                f"<code>{_e(m.get('evidence'))}</code>" if m.get("evidence") else "",
+            ]
+            rows.append(("", cells))
+    headers = ["Measurement", "Subject", "Value", "Unit", "vs median", "Evidence"]
+    return "<h2>Measurements</h2>" + _table(headers, rows)
+
+
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
 # --- plots ----------------------------------------------------------------------
 
 
@@ -401,6 +459,197 @@ def _plots(result: CertificationResult) -> str:
     return "<h2>Plots</h2>" + tags
 
 
+# --- training scaling -------------------------------------------------------------
+
+
+def _rung_points(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rungs of a scaling entry that have a usable N and throughput, in increasing N."""
+    rungs = entry.get("rungs")
+    points = []
+    # Tuples in a result built in process (LadderFit.to_dict keeps them), lists once read back.
+    for rung in rungs if isinstance(rungs, list | tuple) else ():
+        if not isinstance(rung, dict):
+            continue
+        n, throughput = _real(rung.get("n")), _real(rung.get("throughput"))
+        if n is not None and n >= 1 and throughput is not None and throughput > 0:
+            points.append({**rung, "n": n, "throughput": throughput})
+    return sorted(points, key=lambda r: r["n"])
+
+
+def _reference(entry: dict[str, Any], rungs: list[dict[str, Any]]) -> tuple[float, float] | None:
+    """(N, throughput) of the rung efficiencies are relative to: `reference_n`, else the first."""
+    if not rungs:
+        return None
+    ref_n = _real(entry.get("reference_n"))
+    ref = next((r for r in rungs if r["n"] == ref_n), rungs[0])
+    return ref["n"], ref["throughput"]
+
+
+def _law(entry: dict[str, Any]) -> tuple[str, Any] | None:
+    """(name, speedup function) of the entry's fitted law; None when nothing was fitted."""
+    if _real(entry.get("serial_fraction")) is None or _real(entry.get("t1")) is None:
+        return None
+    if entry.get("law") == "amdahl" or (entry.get("law") is None and entry.get("mode") == "strong"):
+        return "Amdahl", amdahl_speedup
+    return "Gustafson", gustafson_speedup
+
+
+def _spaced(lo: float, hi: float, count: int = 64) -> list[float]:
+    """`count` points from lo to hi, evenly spaced on a log axis."""
+    if hi <= lo:
+        return [lo]
+    ratio = hi / lo
+    return [lo * ratio ** (i / (count - 1)) for i in range(count)]
+
+
+def _scaling_plot(entry: dict[str, Any]) -> tuple[str, str] | None:
+    rungs = _rung_points(entry)
+    reference = _reference(entry, rungs)
+    if reference is None:
+        return None
+    workload = str(entry.get("workload") or "workload")
+    ns = [r["n"] for r in rungs]
+    xs = _spaced(min(ns), max(ns))
+    ref_n, ref_t = reference
+    fig, ax = _new_figure()
+    ax.plot(xs, [x * ref_t / ref_n for x in xs], color=_IDEAL, linestyle="--", label="ideal")
+    threshold = _real(entry.get("threshold"))
+    if threshold is not None:
+        ax.plot(
+            xs,
+            [threshold * x * ref_t / ref_n for x in xs],
+            color=_IDEAL,
+            linestyle=":",
+            linewidth=1,
+            label=f"{threshold:.0%} efficiency",
+        )
+    law = _law(entry)
+    s, t1 = _real(entry.get("serial_fraction")), _real(entry.get("t1"))
+    if law is not None and s is not None and t1 is not None:
+        name, speedup = law
+        ax.plot(xs, [t1 * speedup(s, x) for x in xs], color=_FITTED, label=f"{name}, s = {s:.3g}")
+    ax.plot(ns, [r["throughput"] for r in rungs], "o", color=_OK_BAR, label="measured")
+    break_n = _real(entry.get("break_n"))
+    broken = [r for r in rungs if r["n"] == break_n]
+    if broken:
+        ax.plot(
+            [broken[0]["n"]],
+            [broken[0]["throughput"]],
+            "o",
+            color=_SLOW_BAR,
+            markersize=9,
+            label=f"break at N={broken[0]['n']:g}",
+        )
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ns, [f"{n:g}" for n in ns])
+    ax.minorticks_off()
+    ax.set_xlabel("N")
+    ax.set_ylabel(f"throughput ({entry.get('unit') or 'samples/s'})", **_TEXT)
+    ax.set_title(f"{workload}: {entry.get('mode') or ''} scaling".strip(), **_TEXT)
+    ax.grid(True, alpha=0.3)
+    _legend(ax)
+    alt = f"throughput of {workload} against N, measured at N=" + ", ".join(f"{n:g}" for n in ns)
+    alt += f", against ideal scaling from N={ref_n:g}"
+    if law is not None and s is not None:
+        alt += f" and the fitted {law[0]} law (serial fraction {s:.3g})"
+    return alt, _png(fig)
+
+
+def _pct(value: float | None) -> str:
+    return "" if value is None else f"{value * 100:.1f} %"
+
+
+def _scaling_table(entry: dict[str, Any]) -> str:
+    rungs = _rung_points(entry)
+    skipped = entry.get("skipped")
+    missing = [
+        n for n in (_real(n) for n in (skipped if isinstance(skipped, list | tuple) else ())) if n
+    ]
+    break_n = _real(entry.get("break_n"))
+    rows: list[tuple[float, tuple[str, Sequence[Cell]]]] = []
+    for r in rungs:
+        cells: list[Cell] = [
+            ("num", _e(f"{r['n']:g}")),
+            ("num", _e(_fmt(r["throughput"]))),
+            ("num", _e(_fmt(_real(r.get("speedup"))))),
+            ("num", _e(_pct(_real(r.get("efficiency"))))),
+            ("num", _e(_fmt(_real(r.get("fitted_throughput"))))),
+        ]
+        rows.append((r["n"], ("slow" if r["n"] == break_n else "", cells)))
+    for n in missing:
+        rows.append((n, ("", [("num", _e(f"{n:g}")), "not measured", "", "", ""])))
+    rows.sort(key=lambda row: row[0])
+    unit = entry.get("unit") or "samples/s"
+    headers = ["N", f"Throughput ({unit})", "Speedup", "Efficiency", "Fitted throughput"]
+    return _table(headers, [row for _, row in rows])
+
+
+def _scaling_facts(entry: dict[str, Any]) -> str:
+    mode, law = entry.get("mode"), entry.get("law")
+    facts = [f"{_e(mode or 'unknown')} scaling" + (f" ({_e(law)})" if law else "")]
+    ref_n = _real(entry.get("reference_n"))
+    if ref_n is not None:
+        facts.append(f"efficiency relative to N={_e(f'{ref_n:g}')}")
+    s = _real(entry.get("serial_fraction"))
+    if s is None:
+        reason = entry.get("reason")
+        facts.append("serial fraction not fitted" + (f": {_e(reason)}" if reason else ""))
+    else:
+        clamped = " (clamped)" if entry.get("clamped") else ""
+        facts.append(f"serial fraction {_e(f'{s:.4g}')}{clamped}")
+        t1 = _real(entry.get("t1"))
+        if t1 is not None:
+            facts.append(f"fitted T(1) {_e(_fmt(t1))}")
+        if mode == "strong":
+            ceiling = _real(entry.get("ceiling"))
+            facts.append(
+                f"speedup ceiling {_e(f'{ceiling:.4g}')}×" if ceiling else "no speedup ceiling"
+            )
+    r2 = _real(entry.get("r_squared"))
+    if r2 is not None:
+        facts.append(f"r² {_e(f'{r2:.4f}')}")
+    rms = _real(entry.get("rms_relative_residual"))
+    if rms is not None:
+        facts.append(f"RMS relative residual {_e(_pct(rms))}")
+    break_n = _real(entry.get("break_n"))
+    if break_n is not None:
+        why = entry.get("break_reason")
+        facts.append(
+            f'<strong class="fail">breaks at N={_e(f"{break_n:g}")}</strong>'
+            + (f": {_e(why)}" if why else "")
+        )
+    else:
+        limits = []
+        threshold, max_drop = _real(entry.get("threshold")), _real(entry.get("max_drop"))
+        if threshold is not None:
+            limits.append(f"efficiency ≥ {_e(f'{threshold:g}')}")
+        if max_drop is not None:
+            limits.append(f"drop ≤ {_e(f'{max_drop:g}')} per rung")
+        facts.append("no break" + (f" ({_e(', '.join(limits))})" if limits else ""))
+    text = f"<p>{'; '.join(facts)}.</p>"
+    notes = entry.get("notes")
+    if isinstance(notes, list | tuple) and notes:
+        text += '<ul class="note">' + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>"
+    return text
+
+
+def _scaling(result: CertificationResult) -> str:
+    """Training scaling: per workload, throughput against N with the ideal and fitted laws."""
+    entries = [e for e in result.scaling if isinstance(e, dict)]
+    if not entries:
+        return ""
+    parts = ["<h2>Training scaling</h2>"]
+    for entry in entries:
+        parts.append(f"<h3>{_e(entry.get('workload') or 'workload')}</h3>")
+        plot = _scaling_plot(entry)
+        if plot is not None:
+            alt, data = plot
+            parts.append(f'<p><img alt="{_e(alt)}" src="data:image/png;base64,{data}"></p>')
+        parts.append(_scaling_table(entry))
+        parts.append(_scaling_facts(entry))
+    return "".join(parts)
+
+
 def report_html(result: CertificationResult) -> str:
     """The whole of report.html for `result`."""
     title = f"Kiln certification {result.status.upper()}: {result.cluster}"
@@ -410,6 +659,8 @@ def report_html(result: CertificationResult) -> str:
         _rules(result),
         _regressions(result),
         _isolation(result),
+        _scaling(result),
+        _measurements(result),
         _phases(result),
         _facts(result),
         _plots(result),

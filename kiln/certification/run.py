@@ -20,10 +20,11 @@ from typing import Any
 
 from kiln import role_defaults
 from kiln.certification import baseline as baselines
+from kiln.certification import benchmarks
 from kiln.certification import isolation as isolating
 from kiln.certification import preflight as pre
 from kiln.certification.judge import isolation_trigger, judge, now
-from kiln.certification.launch import GroupOutcome, GroupRunner, allreduce_args
+from kiln.certification.launch import CouldNotRun, GroupOutcome, GroupRunner, allreduce_args
 from kiln.certification.record import record_allreduce
 from kiln.certification.report import write_atomic, write_reports
 from kiln.certification.rules import Context, evaluate
@@ -37,20 +38,16 @@ from kiln.config import Cluster
 from kiln.errors import UsageError
 from kiln.inventory import Access, access_for
 
-#: Phases in run order. Models, storage and GEMM join here as they land.
-PHASES = ("preflight", "allreduce")
+#: Phases in run order.
+PHASES = ("preflight", "allreduce", *benchmarks.PHASES)
 PROFILES: dict[str, tuple[str, ...]] = {
     # quick: minutes; the first configured dtype only.
     "quick": ("preflight", "allreduce"),
-    # full: every configured dtype (the model, storage and GEMM phases join it).
-    "full": ("preflight", "allreduce"),
+    # full: every configured dtype, then GEMM, shared storage and the scaling ladder.
+    "full": PHASES,
 }
 
 Progress = Callable[[str], None]
-
-
-class CouldNotRun(Exception):
-    """The run cannot go on (exit 2): a host unreachable, a launcher error."""
 
 
 @dataclass(frozen=True)
@@ -329,6 +326,9 @@ class Certification:
                 trigger = isolation_trigger(self.baseline, rules)
                 if trigger is not None and len(self.computes) >= 2:
                     self.isolation_phase(trigger)
+            for name in benchmarks.PHASES:
+                if name in self.phases:
+                    benchmarks.RUNNERS[name](self)
         except CouldNotRun as exc:
             error = str(exc)
         compared = str(self.request.compare) if self.request.compare else None

@@ -240,6 +240,9 @@ class CertificationResult:
     """Preflight facts by host."""
     regressions: list[dict[str, Any]] = field(default_factory=list)
     """With --compare: measurements that regressed beyond tolerance."""
+    scaling: list[dict[str, Any]] = field(default_factory=list)
+    """Training-scaling ladders: per workload, `validation.scaling.LadderFit.to_dict()`
+    plus `workload` (rungs with throughput, efficiency and the fitted law's value)."""
     compared_with: str | None = None
     schema_version: int = RESULT_SCHEMA_VERSION
 
@@ -274,6 +277,7 @@ class CertificationResult:
             "facts": {h: dict(f) for h, f in self.facts.items()},
             "regressions": [dict(r) for r in self.regressions],
             "compared_with": self.compared_with,
+            "scaling": [dict(s) for s in self.scaling],
         }
 
     @classmethod
@@ -308,6 +312,7 @@ class CertificationResult:
                 facts={h: dict(f) for h, f in (doc.get("facts") or {}).items()},
                 regressions=[dict(r) for r in doc.get("regressions", [])],
                 compared_with=doc.get("compared_with"),
+                scaling=[dict(s) for s in doc.get("scaling", [])],
                 schema_version=version,
             )
         except (KeyError, TypeError) as exc:

@@ -223,7 +223,7 @@ def test_compare_calls_out_a_regression(stack, tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("request_args", "message"),
     [
-        ({"only": ("models",)}, "unknown phase models"),
+        ({"only": ("nbody",)}, "unknown phase nbody"),
         ({"profile": "extreme"}, "--profile"),
         ({"compare": Path("/nonexistent/dir")}, "no result.json"),
     ],

@@ -19,6 +19,7 @@ from kiln.certification.report import (
     REPORT_FILES,
     junit_xml,
     prometheus_text,
+    scaling_lines,
     write_atomic,
     write_reports,
 )
@@ -201,6 +202,60 @@ def partial_result() -> CertificationResult:
         hosts=["node1", "node2"],
         phases=[PhaseRecord("preflight", "error", 3.2, "ssh to node2 failed")],
     )
+
+
+def scaling_entry(workload: str = "resnet-tiny") -> dict:
+    """A weak-scaling ladder as `CertificationResult.scaling` holds it (LadderFit.to_dict())."""
+    return {
+        "workload": workload,
+        "mode": "weak",
+        "law": "gustafson",
+        "reference_n": 1,
+        "rungs": [
+            {
+                "n": 1,
+                "throughput": 100.0,
+                "speedup": 1.0,
+                "efficiency": 1.0,
+                "fitted_throughput": 101.2,
+            },
+            {
+                "n": 2,
+                "throughput": 190.0,
+                "speedup": 1.9,
+                "efficiency": 0.95,
+                "fitted_throughput": 183.2,
+            },
+            {
+                "n": 4,
+                "throughput": 340.0,
+                "speedup": 3.4,
+                "efficiency": 0.85,
+                "fitted_throughput": 347.2,
+            },
+        ],
+        "skipped": [],
+        "serial_fraction": 0.19,
+        "t1": 101.2,
+        "ceiling": None,
+        "r_squared": 0.9966,
+        "rms_relative_residual": 0.025,
+        "clamped": False,
+        "break_n": 4,
+        "break_reason": "efficiency at N=4 is 0.850, below 0.9",
+        "threshold": 0.9,
+        "max_drop": None,
+        "reason": None,
+        "notes": [],
+    }
+
+
+def strong_entry() -> dict:
+    """A strong-scaling ladder fitted by validation.scaling itself, without an N=1 rung."""
+    from validation.scaling import Ladder, fit_ladder
+
+    fit = fit_ladder(Ladder.from_points({2: 180.0, 4: 330.0, 8: 560.0, 16: None}, mode="strong"))
+    return {"workload": "bert-small", **fit.to_dict()}
 
 
 def families(text: str) -> dict[str, list]:
@@ -412,6 +467,150 @@ def test_html_for_a_partial_run_has_no_plots() -> None:
     assert ">ERROR<" in page and "Connection refused" in page
     assert parsed.images == []
     assert "preflight" in page
+
+
+def _section(page: str, heading: str) -> str:
+    """The HTML from `<h2>heading</h2>` up to the next h2 (or the end of the body)."""
+    start = page.index(f"<h2>{heading}</h2>")
+    end = page.find("<h2>", start + 1)
+    return page[start : end if end != -1 else page.index("</body>")]
+
+
+def _png_of(img: dict[str, str | None]) -> bytes:
+    src = img["src"] or ""
+    assert src.startswith("data:image/png;base64,")
+    return base64.b64decode(src.split(",", 1)[1], validate=True)
+
+
+def test_html_shows_training_scaling_per_workload() -> None:
+    result = failing_result()
+    result.scaling = [scaling_entry(), strong_entry()]
+    page = report_html(result)
+    parsed = parse_html(page)
+    section = _section(page, "Training scaling")
+
+    # The three busbw plots plus one per workload, each a real PNG with a telling alt.
+    assert len(parsed.images) == 5
+    scaling_images = [img for img in parsed.images if "throughput of" in (img["alt"] or "")]
+    assert len(scaling_images) == 2
+    assert "resnet-tiny" in scaling_images[0]["alt"]
+    assert "Gustafson" in scaling_images[0]["alt"]
+    assert "bert-small" in scaling_images[1]["alt"] and "Amdahl" in scaling_images[1]["alt"]
+    for img in scaling_images:
+        png = _png_of(img)
+        assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) < 200_000
+
+    assert "<h3>resnet-tiny</h3>" in section and "<h3>bert-small</h3>" in section
+    # Efficiencies as percentages; the break rung is flagged, with its reason.
+    for pct in ("100.0 %", "95.0 %", "85.0 %"):
+        assert f'<td class="num">{pct}</td>' in section
+    assert '<tr class="slow"><td class="num">4</td>' in section
+    assert "breaks at N=4" in section and "efficiency at N=4 is 0.850, below 0.9" in section
+    assert "serial fraction 0.19" in section and "r² 0.9966" in section
+    # Strong scaling: the ceiling, the reference rung, the skipped rung and the fit's notes.
+    fit = strong_entry()
+    assert f"speedup ceiling {fit['ceiling']:.4g}×" in section
+    assert "efficiency relative to N=2" in section
+    assert "not measured" in section
+    assert "no N=1 rung" in section
+    # A result read back from result.json (lists, not tuples) renders the same page.
+    again = CertificationResult.from_dict(json.loads(report.result_json(result)))
+    assert report_html(again) == page
+
+
+def test_html_scaling_without_a_fit_still_shows_the_rungs() -> None:
+    result = partial_result()
+    entry = scaling_entry()
+    entry.update(
+        rungs=entry["rungs"][:1],
+        serial_fraction=None,
+        t1=None,
+        r_squared=None,
+        rms_relative_residual=None,
+        break_n=None,
+        break_reason=None,
+        reason="fitting the serial fraction needs at least 2 measured rungs, got 1",
+    )
+    result.scaling = [entry]
+    page = report_html(result)
+    section = _section(page, "Training scaling")
+    assert "serial fraction not fitted: fitting the serial fraction needs" in section
+    assert "no break" in section
+    (img,) = parse_html(page).images
+    assert "fitted" not in (img["alt"] or "")
+    assert _png_of(img).startswith(b"\x89PNG")
+
+
+def test_html_has_no_scaling_section_without_scaling() -> None:
+    page = report_html(failing_result())
+    assert "Training scaling" not in page
+    assert "throughput of" not in page
+    assert len(parse_html(page).images) == 3
+
+
+def test_html_escapes_a_hostile_workload_name() -> None:
+    result = failing_result()
+    entry = scaling_entry(HOSTILE)
+    entry["notes"] = [f"note {HOSTILE}"]
+    entry["break_reason"] = f"why {HOSTILE}"
+    dollar = scaling_entry("gpt$\\frac{$x")  # `$` must not start matplotlib mathtext
+    result.scaling = [entry, dollar]
+    page = report_html(result)
+    assert HOSTILE not in page
+    section = _section(page, "Training scaling")
+    assert "<h3>&lt;script&gt;alert(1)&lt;/script&gt;</h3>" in section
+    assert "note &lt;script&gt;" in section and "why &lt;script&gt;" in section
+    parsed = parse_html(page)
+    assert "script" not in parsed.tags
+    assert len(parsed.images) == 5
+    assert any(HOSTILE in (img["alt"] or "") for img in parsed.images)  # intact once parsed
+
+
+def test_html_lists_every_measurement_grouped_by_name() -> None:
+    result = failing_result()
+    hosts = result.hosts
+    result.measurements += [
+        {"name": "gemm.tflops.bf16", "subject": h, "value": v, "unit": "TFLOP/s"}
+        for h, v in zip(hosts, [700.0, 710.0, 500.0, 705.0], strict=True)
+    ]
+    result.measurements += [
+        {"name": "storage.read_gbps.ckpt", "subject": h, "value": 5.0, "unit": "GB/s"}
+        for h in hosts
+    ]
+    result.measurements.append(
+        {"name": "models.resnet50.samples_per_s", "subject": "cluster", "value": 1234.5}
+    )
+    result.measurements.append({"name": HOSTILE, "subject": HOSTILE, "value": HOSTILE})
+    page = report_html(result)
+    assert HOSTILE not in page
+    section = _section(page, "Measurements")
+    # One row per subject; the name once, spanning its rows.
+    assert '<td rowspan="4"><code>gemm.tflops.bf16</code></td>' in section
+    assert '<td rowspan="4"><code>storage.read_gbps.ckpt</code></td>' in section
+    assert "<code>models.resnet50.samples_per_s</code>" in section
+    assert section.count("TFLOP/s") == 4
+    # Each value against its group's median (702.5 here), so the slow host stands out.
+    assert '<td class="num">-28.8 %</td>' in section
+    assert '<span class="fail">missing</span>' in section  # the None measurement
+    assert "<code>&lt;script&gt;alert(1)&lt;/script&gt;</code>" in section
+    rows = re.findall(r"<tr[ >]", section)
+    assert len(rows) == 1 + len(result.measurements)  # header + one per measurement
+
+
+def test_scaling_lines_for_a_text_summary() -> None:
+    result = partial_result()
+    assert scaling_lines(result) == []
+    result.scaling = [scaling_entry(), strong_entry()]
+    tiny, bert = scaling_lines(result)
+    assert tiny == (
+        "resnet-tiny (weak): efficiency 85.0 % at N=4; "
+        "breaks at N=4: efficiency at N=4 is 0.850, below 0.9"
+    )
+    fit = strong_entry()
+    top = fit["rungs"][-1]
+    assert bert.startswith(
+        f"bert-small (strong): efficiency {top['efficiency'] * 100:.1f} % at N=8 (vs N=2)"
+    )
 
 
 # --- files ----------------------------------------------------------------------
