@@ -17,6 +17,13 @@ def name_list(values: Sequence[str] | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def check_names(option: str, names: Sequence[str], known: Sequence[str]) -> None:
+    """ValueError naming the option when `names` is empty or holds an unknown one."""
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise ValueError(f"{option}: unknown {unknown}; choose from {', '.join(known)}")
+
+
 def check_counts(*bounds: tuple[str, int, int]) -> None:
     """Each `(option, value, least)`: ValueError naming the option when value < least."""
     for name, value, least in bounds:

@@ -41,7 +41,7 @@ from validation.allreduce.patterns import (
 from validation.allreduce.report import format_row, preamble_lines, summary_lines
 from validation.allreduce.sizes import bus_bandwidth_factor, sweep_sizes
 from validation.guard import EXIT_INJECTED_FAULT, CollectiveGuard
-from validation.options import check_counts, check_timeout
+from validation.options import check_counts, check_names, check_timeout
 from validation.rendezvous import DistSession, attach_to_initialized
 from validation.results import (
     AllreduceMeasurement,
@@ -73,9 +73,7 @@ class AllreduceConfig:
     fault_hang_rank: int | None = None
 
     def __post_init__(self) -> None:
-        unknown = [d for d in self.dtypes if d not in DTYPES]
-        if unknown or not self.dtypes:
-            raise ValueError(f"--dtype: unknown {unknown}; choose from {', '.join(DTYPES)}")
+        check_names("--dtype", self.dtypes, list(DTYPES))
         check_counts(
             ("--warmup-iters", self.warmup_iters, 0),
             ("--iters", self.iters, 1),

@@ -41,7 +41,7 @@ from validation.gemm.result import (
     matmul_flops,
 )
 from validation.guard import CollectiveGuard, short_reason
-from validation.options import check_counts, check_timeout
+from validation.options import check_counts, check_names, check_timeout
 from validation.rendezvous import DistSession
 from validation.results import collect_environ
 
@@ -77,9 +77,7 @@ class GemmConfig:
         if self.size is not None and self.size < 1:
             raise ValueError(f"--size must be at least 1, got {self.size}")
         if self.dtypes is not None:
-            unknown = [d for d in self.dtypes if d not in DTYPES]
-            if unknown or not self.dtypes:
-                raise ValueError(f"--dtype: unknown {unknown}; choose from {', '.join(DTYPES)}")
+            check_names("--dtype", self.dtypes, DTYPES)
         check_counts(
             ("--warmup-iters", self.warmup_iters, 0),
             ("--iters", self.iters, 1),

@@ -272,35 +272,26 @@ def _phases(
     ):
         say(line)
 
-    writes: dict[str, IoStats] = {}
-    for spec in specs:
-        paths = workload_paths(mine, spec)
-        guard.barrier(f"waiting for every rank to start writing {spec.name} files")
-        stats, problem = _attempt(
-            lambda p=paths, s=spec: write_files(p, s.file_size, config.block_size)
-        )
-        what = f"waiting for every rank to finish writing {spec.name} files"
-        _fail_if(
-            _agree(guard, session, problem, what), session, EXIT_WRONG_RESULTS, "write failed: "
-        )
-        assert stats is not None
-        writes[spec.name] = stats
+    def each_workload(
+        verb: str, what_failed: str, directory: Path, io: Callable[..., IoStats]
+    ) -> dict[str, IoStats]:
+        done: dict[str, IoStats] = {}
+        for spec in specs:
+            paths = workload_paths(directory, spec)
+            # Together: every node reads at once, as a training job's data loaders do.
+            guard.barrier(f"waiting for every rank to start {verb} {spec.name} files")
+            stats, problem = _attempt(lambda p=paths, s=spec: io(p, s.file_size, config.block_size))
+            what = f"waiting for every rank to finish {verb} {spec.name} files"
+            _fail_if(
+                _agree(guard, session, problem, what), session, EXIT_WRONG_RESULTS, what_failed
+            )
+            assert stats is not None
+            done[spec.name] = stats
+        return done
 
+    writes = each_workload("writing", "write failed: ", mine, write_files)
     source_dir = rank_dir(run, hostnames[sources[rank]], sources[rank])
-    reads: dict[str, IoStats] = {}
-    for spec in specs:
-        paths = workload_paths(source_dir, spec)
-        # Together: every node reads at once, as a training job's data loaders do.
-        guard.barrier(f"waiting for every rank to start reading {spec.name} files")
-        stats, problem = _attempt(
-            lambda p=paths, s=spec: read_files(p, s.file_size, config.block_size)
-        )
-        what = f"waiting for every rank to finish reading {spec.name} files"
-        _fail_if(
-            _agree(guard, session, problem, what), session, EXIT_WRONG_RESULTS, "read failed: "
-        )
-        assert stats is not None
-        reads[spec.name] = stats
+    reads = each_workload("reading", "read failed: ", source_dir, read_files)
 
     values: list[float] = []
     for spec in specs:
