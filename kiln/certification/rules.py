@@ -22,8 +22,10 @@ from kiln.certification.verdict import RuleResult, finite_number
 #: Fault code of a rule whose measurement is missing or unusable: "we could not
 #: tell" is its own finding, apart from "it measured out of bounds".
 MISSING_FAULT = "KILN-MEAS-001"
-# Fewer values than this in a pool and a median says little about any one of them.
-_MEDIAN_MIN_VALUES = 3
+# A median needs company: with one value there is nothing to compare it with. With two
+# the median is their mean, so a host is judged against the midpoint of the pair (one
+# far below the other fails; the faster of a pair never does, when higher is better).
+_MEDIAN_MIN_VALUES = 2
 
 
 @dataclass(frozen=True)

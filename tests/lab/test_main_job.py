@@ -145,12 +145,13 @@ def _result(out: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def healthy(first_run, stacks: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """Three quick certifications of the healthy lab (the first one is the README's)."""
+    """Three certifications of the healthy lab: two quick (the first one is the README's),
+    then the full profile (GEMM, storage and the scaling ladder after the allreduce)."""
     assert first_run.returncode == 0
     outs = []
     for i in range(3):
         out = tmp_path_factory.mktemp(f"healthy{i}")
-        run = _certify(stacks, out)
+        run = _certify(stacks, out, *(("--profile", "full") if i == 2 else ()))
         assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
         outs.append(out)
     return outs
@@ -173,6 +174,51 @@ def test_a_quick_certification_of_the_healthy_lab_passes(healthy: list[Path]):
     assert {p["name"] for p in doc["phases"]} >= {"preflight", "allreduce"}
     html = (healthy[0] / "report.html").read_text()
     assert "data:image/png;base64," in html and doc["status"].upper() in html
+
+
+def test_a_full_certification_measures_gemm_storage_and_training_scaling(healthy: list[Path]):
+    doc = _result(healthy[2])
+    assert doc["profile"] == "full" and doc["exit_code"] == 0, doc["reason"]
+    phases = {p["name"]: p["status"] for p in doc["phases"]}
+    assert phases["gemm"] == phases["storage"] == phases["models"] == "ok", phases
+    rules = {(r["rule"], r["subject"]): r["status"] for r in doc["rules"]}
+    for node in ("node1", "node2"):
+        assert rules[("gemm.balance", node)] != "fail"
+        assert rules[("storage.read-balance", node)] != "fail"
+    by_name = {(m["name"], m["subject"]): m for m in doc["measurements"]}
+    # Each compute read files the other one wrote, on the lab's GlusterFS volume.
+    assert by_name[("storage.cross_host_reads", "cluster")]["value"] is True
+    assert by_name[("storage.read_gbps.large", "node1")]["value"] > 0
+    assert {s["workload"] for s in doc["scaling"]} == {"resnet-tiny", "bert-tiny"}
+    for ladder in doc["scaling"]:
+        assert [r["n"] for r in ladder["rungs"]] == [1, 2]
+        assert all(r["throughput"] > 0 for r in ladder["rungs"])
+        assert rules[(f"models.{ladder['workload']}.efficiency", "cluster")] != "fail"
+    assert "Training scaling" in (healthy[2] / "report.html").read_text()
+
+
+def _storage_read_gbps(out: Path, node: str) -> float:
+    return next(
+        m["value"]
+        for m in _result(out)["measurements"]
+        if m["name"] == "storage.read_gbps.large" and m["subject"] == node
+    )
+
+
+def test_a_compute_reading_shared_storage_slowly_is_named(healthy, stacks: Path, tmp_path):
+    """node1's link at an eighth of its healthy read rate: the storage rule names it alone."""
+    from kiln.lab.throttle import throttle, unthrottle
+
+    rate_mbit = max(8, int(_storage_read_gbps(healthy[2], "node1") * 8000 / 8))
+    throttle(LAYOUT, "node1", rate_mbit)
+    try:
+        run = _certify(stacks, tmp_path, "--only", "storage")
+    finally:
+        unthrottle(LAYOUT, "node1")
+    assert run.returncode == 1, run.stdout[-4000:] + run.stderr[-2000:]
+    doc = _result(tmp_path)
+    failed = {(r["rule"], r["subject"]) for r in doc["rules"] if r["status"] == "fail"}
+    assert failed == {("storage.read-balance", "node1")}, doc["reason"]
 
 
 def test_the_verdict_reaches_prometheus_through_node_exporter(healthy: list[Path]):

@@ -93,14 +93,14 @@ def test_a_starved_gemm_node_is_named(stack, tmp_path, monkeypatch):  # noqa: F8
 
 def test_training_that_does_not_scale_fails_with_its_efficiency(stack, tmp_path, monkeypatch):  # noqa: F811
     Cluster(monkeypatch, fabric())
-    Benchmarks(monkeypatch, efficiency=0.2)
+    Benchmarks(monkeypatch, efficiency=0.05)
     result = certify(stack, tmp_path / "out", only=("models",))
     assert failed(result) == [
         ("models.bert-tiny.efficiency", "cluster"),
         ("models.resnet-tiny.efficiency", "cluster"),
     ]
     rule = next(r for r in result.rules if r.rule == "models.resnet-tiny.efficiency")
-    assert rule.value == pytest.approx(0.2) and rule.fault_code == "KILN-MOD-001"
+    assert rule.value == pytest.approx(0.05) and rule.fault_code == "KILN-MOD-001"
     fit = next(s for s in result.scaling if s["workload"] == "resnet-tiny")
     assert fit["break_n"] == 2
 

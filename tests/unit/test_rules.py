@@ -117,6 +117,22 @@ def test_pool_median_names_the_one_slow_node_of_a_pool():
     assert "pool median 455" in results[3].reason
 
 
+def test_a_pool_of_two_names_the_one_far_below_the_other_and_a_lone_host_is_not_judged():
+    rule = {
+        "id": "storage.read-balance",
+        "measurement": "allreduce.busbw_gbps",
+        "scope": "hosts",
+        "median": {"fail": 0.5, "warn": 0.3},
+        "fault": "KILN-STO-001",
+    }
+    pair, _ = evaluate(make(rule), [busbw(0.02, "a"), busbw(0.16, "b")], context(("a", "b")))
+    assert {r.subject: r.status for r in pair} == {"a": "fail", "b": "pass"}
+    even, _ = evaluate(make(rule), [busbw(0.14, "a"), busbw(0.16, "b")], context(("a", "b")))
+    assert {r.status for r in even} == {"pass"}
+    alone, _ = evaluate(make(rule), [busbw(0.02, "a")], context(("a",)))
+    assert only(alone).status == "pass" and "needs 2+ values" in only(alone).threshold
+
+
 def test_pool_median_compares_within_a_pool_only():
     rule = {
         "id": "x",
