@@ -15,17 +15,15 @@ Printed, never asserted. Run as root (it brings up its own 2-node lab):
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.lab_runtime import install_script, provision_runtime, ssh  # noqa: E402
 from kiln.lab.lifecycle import Lab, teardown  # noqa: E402
-from kiln.provision import provision  # noqa: E402
-from kiln.role_defaults import validation_runtime, validation_runtime_dir  # noqa: E402
+from kiln.role_defaults import validation_runtime  # noqa: E402
 from kiln.stack import cluster_from_document  # noqa: E402
 from validation.launch import HostSpec, SshLauncher  # noqa: E402
 
@@ -81,25 +79,12 @@ def main() -> None:
         teardown(lab.layout)
 
 
-def ssh(lab: Lab, node: str, command: str, **kwargs) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["ssh", "-F", str(lab.layout.ssh_config), node, command],
-        capture_output=True,
-        text=True,
-        check=True,
-        **kwargs,
-    )
-
-
 def run(lab: Lab) -> None:
-    lab.up()
-    with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as play:
-        play.write("- hosts: all\n  become: true\n  roles: [validation_runtime]\n")
-    result = provision(lab.cluster, playbook=Path(play.name))
+    result = provision_runtime(lab)
     assert result.succeeded, result.errors
+    install_script(lab, ("f1", "f2"), "kiln_bench_bare", BARE)
     for node in ("f1", "f2"):
         ssh(lab, node, "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iperf3 >/dev/null")
-        ssh(lab, node, f"cat > {validation_runtime_dir()}/kiln_bench_bare.py", input=BARE)
     f1, f2 = (str(h.address) for h in lab.hosts)
     hosts = [
         HostSpec("f1", f1, env={"GLOO_SOCKET_IFNAME": "eth0"}),

@@ -33,16 +33,15 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.lab_runtime import install_script, provision_runtime  # noqa: E402
 from kiln.errors import KilnError  # noqa: E402
 from kiln.lab.lifecycle import Lab, teardown  # noqa: E402
-from kiln.provision import provision  # noqa: E402
-from kiln.role_defaults import validation_runtime, validation_runtime_dir  # noqa: E402
+from kiln.role_defaults import validation_runtime  # noqa: E402
 from kiln.stack import cluster_from_document  # noqa: E402
 from validation.launch import HostSpec, SshLauncher  # noqa: E402
 from validation.models.presets import PRESETS, Workload  # noqa: E402
@@ -208,29 +207,12 @@ def bench_cluster():  # noqa: ANN201
     )
 
 
-def ssh(lab: Lab, node: str, command: str, **kwargs) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["ssh", "-F", str(lab.layout.ssh_config), node, command],
-        capture_output=True,
-        text=True,
-        check=True,
-        **kwargs,
-    )
-
-
 def bring_up(lab: Lab) -> None:
     """Boot (or reuse) the lab and provision only the validation runtime, plus the bare loop."""
-    lab.up()
-    with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as play:
-        play.write("- hosts: all\n  become: true\n  roles: [validation_runtime]\n")
-    try:
-        result = provision(lab.cluster, playbook=Path(play.name))
-    finally:
-        Path(play.name).unlink(missing_ok=True)
+    result = provision_runtime(lab)
     if not result.succeeded:
         raise CouldNotRun(f"provisioning validation_runtime failed: {result.errors}")
-    for node in NODES:
-        ssh(lab, node, f"cat > {validation_runtime_dir()}/{BARE_MODULE}.py", input=BARE)
+    install_script(lab, NODES, BARE_MODULE, BARE)
 
 
 def bare_spec(workloads: tuple[Workload, ...], warmup: int, steps: int) -> str:
