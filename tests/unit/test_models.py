@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +29,29 @@ ENV = {"PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
 FAST = ["--preset", "tiny", "--warmup", "1", "--steps", "2", "--timeout", "30"]
 
 
+_FRESH = "KILN_TEST_FRESH_PROCESS"
+
+
+def in_fresh_process(test):  # noqa: ANN001, ANN201
+    """Run the test in a pytest process of its own. ansible-core, which other tests load
+    into this process, replaces sys.intern with an object, and torch._dynamo (imported
+    by transformers when a model is built) refuses anything but a function there."""
+
+    @functools.wraps(test)
+    def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        if os.environ.get(_FRESH) == test.__name__:
+            return test(*args, **kwargs)
+        run = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+             f"{__file__}::{test.__name__}"],
+            env={**os.environ, _FRESH: test.__name__}, cwd=REPO, capture_output=True, text=True,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+        return None
+
+    return wrapper
+
+
 def _launch(args: list[str], workdir: Path):
     launcher = LocalLauncher(wall_timeout_s=90, after_failure_s=20, workdir=workdir)
     return launcher.launch("validation.models", args, HOSTS, ENV)
@@ -36,6 +61,7 @@ def _workload(name: str):
     return next(w for ws in PRESETS.values() for w in ws if w.name == name)
 
 
+@in_fresh_process
 def test_resnet50_has_torchvision_parameter_count() -> None:
     resnet = _workload("resnet50")
     assert resnet.hf_class == "ResNetForImageClassification"
@@ -43,6 +69,7 @@ def test_resnet50_has_torchvision_parameter_count() -> None:
     assert count_parameters(resnet) == 25_557_032
 
 
+@in_fresh_process
 def test_bert_large_has_about_336m_parameters_at_both_lengths() -> None:
     seq128, seq512 = _workload("bert-large-seq128"), _workload("bert-large-seq512")
     assert seq128.config == seq512.config and seq128.hf_class == "BertForPreTraining"
@@ -94,6 +121,7 @@ def test_two_ranks_train_tiny_resnet_and_bert_with_a_bucket_sweep(tmp_path: Path
             assert f"models.{model}.{quantity}" in names
 
 
+@in_fresh_process
 def test_data_from_a_made_dataset_trains_in_process(
     tmp_path: Path, monkeypatch, capsys, request
 ) -> None:
