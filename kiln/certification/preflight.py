@@ -24,15 +24,18 @@ from kiln.config import Cluster
 
 #: Facts that change from run to run; never part of the identity facts.
 STATE_KEYS = (
-    "torch", "rdma_ports", "rdma_setup", "shared_fs", "slurm_state", "prometheus_target"
+    "torch", "transformers", "rdma_ports", "rdma_setup", "shared_fs", "slurm_state",
+    "prometheus_target",
 )  # fmt: skip
 
 # POSIX sh, appended to kiln.preflight.FACTS_COMMAND. {mount} and {runtime} are
-# shell-quoted. torch's version is read from its installed metadata: importing
-# torch on every node would cost seconds per host.
+# shell-quoted. torch's and transformers' versions are read from their installed
+# metadata: importing them on every node would cost seconds per host.
 _STATE_COMMAND = r"""
-for d in {runtime}/lib/python3*/site-packages/torch-*.dist-info; do
-  [ -d "$d" ] && echo "torch=$(basename "$d" .dist-info | cut -d- -f2)"
+for package in torch transformers; do
+  for d in {runtime}/lib/python3*/site-packages/"$package"-*.dist-info; do
+    [ -d "$d" ] && echo "$package=$(basename "$d" .dist-info | cut -d- -f2)"
+  done
 done
 for p in /sys/class/infiniband/*/ports/*; do
   [ -d "$p" ] || continue
@@ -79,14 +82,14 @@ def state_command(cluster: Cluster, venv: str) -> str:
 
 def parse_state(text: str) -> dict[str, Any]:
     """State facts from the `key=value` lines of the state command."""
-    out: dict[str, Any] = {"torch": None, "rdma_ports": [], "shared_fs": None}
+    out: dict[str, Any] = {"torch": None, "transformers": None, "rdma_ports": [], "shared_fs": None}
     for line in text.splitlines():
         key, sep, value = line.partition("=")
         if not sep:
             continue
         value = value.strip()
-        if key == "torch":
-            out["torch"] = value or None
+        if key in ("torch", "transformers"):
+            out[key] = value or None
         elif key == "rdma_port":
             name, _, rest = value.partition(" ")
             state, rate, layer, mtu = (rest.split() + ["", "", "", ""])[:4]
@@ -208,11 +211,15 @@ def measurements(
         f = facts.get(host.name)
         if f is None:
             continue
+        # Every benchmark needs torch; the training benchmark (models) also transformers.
+        missing = [p for p in ("torch", "transformers") if f.get(p) is None]
         add(
             "preflight.runtime_ready",
             host.name,
-            f.get("torch") is not None,
-            f"torch {f.get('torch')}" if f.get("torch") else "no torch in the validation runtime",
+            not missing,
+            f"no {' or '.join(missing)} in the validation runtime"
+            if missing
+            else f"torch {f['torch']}, transformers {f['transformers']}",
         )
         if cluster.storage.kind != "none":
             fs = f.get("shared_fs")

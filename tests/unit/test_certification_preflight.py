@@ -22,12 +22,13 @@ def test_run_to_run_facts_never_decide_reprovisioning():
 
 def test_state_lines_parse_into_typed_facts():
     text = (
-        "hostname=n1\ntorch=2.13.0+cpu\n"
+        "hostname=n1\ntorch=2.13.0+cpu\ntransformers=5.24.0\n"
         "rdma_port=mlx5_0/1 ACTIVE 400Gbps InfiniBand 4096\nrdma_port=mlx5_1/1 DOWN 0Gbps InfiniBand ?\n"
         "shared_fs=fuse.glusterfs\n"
     )
     state = pre.parse_state(text)
     assert state["torch"] == "2.13.0+cpu" and state["shared_fs"] == "fuse.glusterfs"
+    assert state["transformers"] == "5.24.0"
     assert state["rdma_ports"][1] == {
         "port": "mlx5_1/1",
         "state": "DOWN",
@@ -41,9 +42,9 @@ def test_state_lines_parse_into_typed_facts():
 def test_measurements_from_facts_and_controller_views():
     cluster = load_stack("lab", REPO / "stacks")
     facts = {
-        "ctl1": {"torch": "2.13.0+cpu", "shared_fs": "fuse.glusterfs"},
-        "node1": {"torch": "2.13.0+cpu", "shared_fs": "none"},
-        "node2": {"torch": None, "shared_fs": "fuse.glusterfs"},
+        "ctl1": {"torch": "2.13.0+cpu", "transformers": "5.24.0", "shared_fs": "fuse.glusterfs"},
+        "node1": {"torch": "2.13.0+cpu", "transformers": "5.24.0", "shared_fs": "none"},
+        "node2": {"torch": None, "transformers": "5.24.0", "shared_fs": "fuse.glusterfs"},
     }
     slurm = {"node1": "idle", "node2": "idle*"}  # '*': not responding
     targets = {"ctl1": "up", "node1": "up"}
@@ -53,6 +54,7 @@ def test_measurements_from_facts_and_controller_views():
     }
     assert found[("preflight.shared_fs_mounted", "node1")] is False
     assert found[("preflight.runtime_ready", "node2")] is False
+    assert found[("preflight.runtime_ready", "ctl1")] is True
     assert found[("preflight.slurm_node_ready", "node1")] is True
     assert found[("preflight.slurm_node_ready", "node2")] is False
     assert found[("preflight.prometheus_target_up", "node2")] is None  # not scraped: unknown
@@ -67,7 +69,8 @@ def test_the_state_command_is_posix_sh_and_runs_here(tmp_path):
     proc = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     state = pre.parse_state(proc.stdout)
-    assert state["torch"] is None and state["shared_fs"] == "none"
+    assert state["torch"] is None and state["transformers"] is None
+    assert state["shared_fs"] == "none"
 
 
 def test_a_target_not_scraped_yet_is_waited_for_not_reported_missing(monkeypatch):

@@ -40,6 +40,7 @@ FACTS = {
     "gpu_driver": None,
     "nccl": None,
     "torch": "2.13.0+cpu",
+    "transformers": "5.24.0",
     "rdma_devices": [],
     "rdma_ports": [],
     "shared_fs": "fuse.glusterfs",
