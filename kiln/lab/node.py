@@ -210,9 +210,15 @@ def unmount(paths: NodePaths) -> bool:
 
 
 def unmount_path(path: str) -> None:
+    if run(["umount", path], check=False).returncode == 0 or not is_mounted(path):
+        return  # unmounted, or gone meanwhile (a node still exiting unmounts its own root)
     # Lazy as a fallback: a shell left inside must not block tearing the lab down.
-    if run(["umount", path], check=False).returncode != 0:
-        run(["umount", "--lazy", path])
+    run(["umount", "--lazy", path])
+
+
+def is_mounted(path: str) -> bool:
+    with open("/proc/self/mounts") as mounts:
+        return any(line.split()[1] == path for line in mounts)
 
 
 def _wait_gone(pid: int, seconds: float) -> bool:
