@@ -11,7 +11,9 @@ bert-tiny):
     training the same transformers model from the same config (sent as JSON from
     `validation.models.presets`, so the two cannot drift), with the same per-rank
     batch, bucket_cap_mb, warm-up and timed steps, synthetic data, gloo and torch
-    threads as Kiln sets them (target kiln/bare >= 0.95).
+    threads (one per rank unless --threads says otherwise: the two lab nodes share
+    this host's two cores, and two threads per rank made runs differ by 20-150%)
+    (target kiln/bare >= 0.95).
 
 Runs are interleaved (kiln 1 node, kiln 2 nodes, bare 2 nodes, sweep; again ...) and
 each figure is the median of --repeats runs, printed with its spread (max - min over
@@ -160,12 +162,23 @@ def main() -> int:
         help="timed steps per phase, Kiln and bare alike (default: 40)",
     )
     parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="torch threads per rank, Kiln and bare alike (OMP_NUM_THREADS; default: 1, so the "
+        "two lab nodes' ranks do not oversubscribe this host's two cores, which made runs "
+        "differ by 20-150%%; 0: each side's own default)",
+    )
+    parser.add_argument(
         "--keep", action="store_true", help="leave the lab up at the end (the next run reuses it)"
     )
     args = parser.parse_args()
     for name in ("repeats", "warmup", "steps"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
+    if args.threads < 0:
+        parser.error("--threads must be 0 or more")
 
     lab = Lab(bench_cluster())
     try:
@@ -264,9 +277,10 @@ def med(values: list[float]) -> tuple[float, float]:
 
 def run(lab: Lab, args: argparse.Namespace) -> None:
     bring_up(lab)
-    hosts = [
-        HostSpec(h.name, str(h.address), env={"GLOO_SOCKET_IFNAME": "eth0"}) for h in lab.hosts
-    ]
+    env = {"GLOO_SOCKET_IFNAME": "eth0"}
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    hosts = [HostSpec(h.name, str(h.address), env=dict(env)) for h in lab.hosts]
     launcher = SshLauncher(
         ssh_config=lab.layout.ssh_config,
         wall_timeout_s=600,
