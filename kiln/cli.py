@@ -1,7 +1,8 @@
 """The `kiln` command line: config checks, lab machines, provisioning and certification.
 
 Exit codes: 0 success, 1 the work failed, 2 bad input or an unusable
-environment (reported before anything changed).
+environment (reported before anything changed), 3 `kiln provision --check`
+found something a run would change.
 """
 
 from __future__ import annotations
@@ -135,8 +136,26 @@ def lab_up(
         out.print(f"{len(outcome.changes)} change(s): " + "; ".join(outcome.changes))
     else:
         out.print("lab machines already up: nothing changed")
-    if provision:
-        _provision(lab.cluster, [h.name for h in lab.hosts])
+    if not provision:
+        return
+    from kiln import converge_record
+    from kiln.inventory import access_for
+
+    # A no-op `lab up` should cost seconds: skip the converge when the machines
+    # changed nothing and the last converge of every host still holds.
+    access = access_for(lab.cluster)
+    reasons = ["lab machines changed"] if outcome.changed else []
+    reasons += converge_record.rerun_reasons(
+        converge_record.load(lab.cluster), converge_record.current_inputs(lab.cluster, access)
+    )
+    if not reasons:
+        out.print(
+            "provisioning skipped: roles, inventory, secrets and every host's facts match the "
+            "last successful converge (`kiln provision` checks the hosts themselves)"
+        )
+        return
+    out.print("provisioning: " + "; ".join(reasons))
+    _provision(lab.cluster, [h.name for h in lab.hosts])
 
 
 @lab_app.command("status")
@@ -172,28 +191,56 @@ def provision_cmd(
     limit: Annotated[
         str | None, typer.Option("--limit", help="Comma-separated host names (default: all)")
     ] = None,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Change nothing; report per host and task what a run would change. "
+            "Exit 0: nothing would change, 3: something would.",
+        ),
+    ] = False,
+    diff: Annotated[
+        bool, typer.Option("--diff", help="Show what each changed file would look like.")
+    ] = False,
 ) -> None:
     """Apply the Ansible roles (roles/site.yml) to the stack's hosts."""
     hosts = [h.strip() for h in limit.split(",") if h.strip()] if limit else None
-    _provision(_load(stack, stacks_dir), hosts)
+    _provision(_load(stack, stacks_dir), hosts, check=check, diff=diff)
 
 
-def _provision(cluster: Cluster, hosts: list[str] | None) -> None:
+# `kiln provision --check` found something to change: a drift alarm in CI,
+# told apart from 1 (the run failed) and 2 (bad input).
+EXIT_WOULD_CHANGE = 3
+
+
+def _provision(
+    cluster: Cluster, hosts: list[str] | None, *, check: bool = False, diff: bool = False
+) -> None:
     """Run the roles with a progress line; exit 1 unless every targeted host succeeded."""
-    from kiln.provision import provision
+    from kiln.converge_record import provision_and_record
 
-    with out.status("provisioning") as status:
-        result = provision(cluster, hosts, on_event=lambda message: status.update(message))
+    with out.status("checking" if check else "provisioning") as status:
+        result = provision_and_record(
+            cluster, hosts, on_event=lambda message: status.update(message), check=check, diff=diff
+        )
     out.print(provision_table(result))
+    for text in result.diffs:
+        out.print(text, markup=False, highlight=False)
+    if check:
+        for name, tasks in result.changes.items():
+            out.print(f"{name}: would change: " + "; ".join(tasks), markup=False, highlight=False)
     for error in result.errors:
         err.print(f"  {error}", markup=False, highlight=False)
     if not result.succeeded:
         raise typer.Exit(1)
+    if check and result.changed:
+        raise typer.Exit(EXIT_WOULD_CHANGE)
 
 
 def provision_table(result) -> Table:  # noqa: ANN001
     """Per-host recap: ok / changed / failed / unreachable."""
-    table = Table(title=f"provisioning: {result.changed} change(s)")
+    what = "change(s) to make" if result.check else "change(s)"
+    table = Table(title=f"{'check' if result.check else 'provisioning'}: {result.changed} {what}")
     for column in ("host", "status", "ok", "changed", "failed", "unreachable", "skipped"):
         table.add_column(column)
     colour = {"ok": "green", "changed": "yellow", "failed": "red", "unreachable": "red"}

@@ -303,6 +303,33 @@ class CertificationSettings(_Model):
     )
 
 
+_BATCH = r"^([1-9]\d*|([1-9]\d?|100)%)$"
+
+
+class ProvisioningSettings(_Model):
+    """How `kiln provision` (and `pulumi up`) drives Ansible across a fleet."""
+
+    forks: int = Field(
+        default=16,
+        ge=1,
+        le=1024,
+        description="Hosts Ansible works on at once (parallel SSH sessions from this machine).",
+    )
+    batch_size: str = Field(
+        default="100%",
+        pattern=_BATCH,
+        description="Hosts per rolling batch (Ansible `serial`): a count such as 50 or a "
+        "percentage such as 10%; each batch finishes every play before the next starts.",
+    )
+    max_fail_percentage: int = Field(
+        default=100,
+        ge=0,
+        le=100,
+        description="Stop the run when more than this percentage of a batch's hosts fail "
+        "(100: never stop; the failed hosts are reported and the others finish).",
+    )
+
+
 class Cluster(_Model):
     """The whole stack: `kiln:cluster` in `stacks/Pulumi.<env>.yaml`."""
 
@@ -313,6 +340,7 @@ class Cluster(_Model):
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
     scheduler: Literal["slurm", "kubernetes"] = "slurm"
     certification: CertificationSettings = Field(default_factory=CertificationSettings)
+    provisioning: ProvisioningSettings = Field(default_factory=ProvisioningSettings)
 
     @property
     def hosts(self) -> list[Host]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from kiln.config import DEFAULT_KNOWN_HOSTS, Cluster, NodePool
 from kiln.errors import UsageError
+from kiln.runtime_bundle import REQUIREMENTS, bundle_path
 from kiln.ssh import SshTarget
 
 
@@ -103,17 +104,15 @@ def cluster_vars(cluster: Cluster) -> dict[str, Any]:
     }
 
 
-VALIDATION_DIR = Path(__file__).resolve().parent.parent / "validation"
-
-
 def runtime_vars() -> dict[str, Any]:
-    """What the validation_runtime role copies and installs: this checkout's suite."""
-    requirements = (VALIDATION_DIR / "requirements.txt").read_text().splitlines()
+    """What the validation_runtime role ships and installs: this checkout's suite.
+
+    The archive's path names its content (`kiln.runtime_bundle`); `provision`
+    builds it before Ansible starts.
+    """
+    requirements = REQUIREMENTS.read_text().splitlines()
     return {
-        "validation_runtime_src": str(VALIDATION_DIR),
-        "validation_runtime_files": sorted(
-            str(p.relative_to(VALIDATION_DIR)) for p in VALIDATION_DIR.rglob("*.py")
-        ),
+        "validation_runtime_archive": str(bundle_path()),
         "validation_runtime_requirements": [
             line.strip() for line in requirements if line.strip() and not line.startswith("#")
         ],

@@ -12,7 +12,7 @@ from typing import Any
 
 from kiln.cluster_spec import cluster_from_spec, cluster_spec
 from kiln.config import Cluster
-from kiln.preflight import HostAccess, changed_facts, gather
+from kiln.preflight import access_of, changed_facts, gather
 
 # Changing any of these gives other kernel objects or another root filesystem:
 # the old lab is removed first, then the new one built.
@@ -46,15 +46,7 @@ def node_facts(lab: Any) -> dict[str, dict[str, Any]]:
     """Address and preflight facts of each lab node (over SSH with the lab's own key)."""
     nodes = {}
     for target in lab.targets():
-        access = HostAccess(
-            target.name,
-            target.address,
-            target.user,
-            target.port,
-            private_key_path=str(target.key_file),
-            known_hosts=str(target.known_hosts),
-        )
-        nodes[target.name] = {"address": target.address, "facts": gather(access)}
+        nodes[target.name] = {"address": target.address, "facts": gather(access_of(target))}
     return nodes
 
 

@@ -158,6 +158,18 @@ def gather(access: HostAccess, timeout: float = 30) -> dict[str, Any]:
     return parse_facts(result.stdout)
 
 
+def access_of(target: ssh.SshTarget) -> HostAccess:
+    """Preflight access through an SSH target the CLI resolved (key and known_hosts files)."""
+    return HostAccess(
+        target.name,
+        target.address,
+        target.user,
+        target.port,
+        private_key_path=str(target.key_file),
+        known_hosts=str(target.known_hosts),
+    )
+
+
 @dataclass
 class HostChange:
     """What a Preflight diff found for one host."""

@@ -23,6 +23,7 @@ from kiln.config import Cluster
 from kiln.errors import UsageError
 from kiln.inventory import access_for, build_inventory
 from kiln.paths import state_root
+from kiln.runtime_bundle import ensure_bundle
 
 ROLES_DIR = Path(__file__).resolve().parent.parent / "roles"
 SITE_PLAYBOOK = ROLES_DIR / "site.yml"
@@ -51,11 +52,18 @@ class HostSummary:
 
 @dataclass
 class ProvisionResult:
-    """Per-host outcome of one provisioning run."""
+    """Per-host outcome of one provisioning run (or, with `check`, of a dry run)."""
 
     hosts: dict[str, HostSummary] = field(default_factory=dict)
     artifacts: Path | None = None
     errors: list[str] = field(default_factory=list)
+    check: bool = False
+    changes: dict[str, list[str]] = field(default_factory=dict)
+    """By host: the tasks that changed it (in check mode: that would change it), in order."""
+    task_seconds: dict[str, float] = field(default_factory=dict)
+    """By task ("role : task"): seconds spent on it, summed over hosts (where the time goes)."""
+    diffs: list[str] = field(default_factory=list)
+    """With `diff`: Ansible's report of each changed task, its file diffs included."""
 
     @property
     def succeeded(self) -> bool:
@@ -77,23 +85,34 @@ def provision(
     playbook: Path = SITE_PLAYBOOK,
     extra_vars: dict[str, Any] | None = None,
     on_event: OnEvent = lambda _: None,
-    forks: int = 16,
+    check: bool = False,
+    diff: bool = False,
 ) -> ProvisionResult:
-    """Apply `playbook` to the hosts (or `limit` of them); host failures are in the result."""
+    """Apply `playbook` to the hosts (or `limit` of them); host failures are in the result.
+
+    `check` runs it in Ansible's check mode: nothing changes on any host, and
+    the result says what would (`changes`). `diff` adds Ansible's file diffs to
+    the run's stdout artifact.
+    """
     known = {h.name for h in cluster.hosts}
     unknown = sorted(set(limit or []) - known)
     if unknown:
         raise UsageError(f"--limit: no such host(s) {', '.join(unknown)} in stack {cluster.name}")
     targets = sorted(limit) if limit else [h.name for h in cluster.hosts]
+    ensure_bundle()  # the validation suite's archive the inventory names
     inventory = build_inventory(cluster, access_for(cluster))
     # Cluster secrets (the munge key) come from this machine's secret store unless
     # the caller brings them (Pulumi, from stack state). They travel only as extra
     # vars: ansible-runner keeps those in its private run directory (0700, deleted
     # below), never in the artifacts; the roles handle them with no_log.
-    extravars = {**secrets.provision_vars(cluster, extra_vars), **(extra_vars or {})}
+    extravars = {
+        **batch_vars(cluster),
+        **secrets.provision_vars(cluster, extra_vars),
+        **(extra_vars or {}),
+    }
     base = state_root() / "provision" / cluster.name
     base.mkdir(parents=True, exist_ok=True)
-    result = ProvisionResult()
+    result = ProvisionResult(check=check)
 
     def handle(event: dict[str, Any]) -> bool:
         data = event.get("event_data", {})
@@ -105,6 +124,14 @@ def provision(
         ):
             message = data.get("res", {}).get("msg", "")
             result.errors.append(f"{data.get('host')}: {data.get('task')}: {message}".strip())
+        task = f"{data['role']} : {data.get('task', '')}" if data.get("role") else data.get("task")
+        if kind.startswith("runner_on_") and data.get("duration") is not None:
+            seconds = result.task_seconds.get(str(task), 0.0) + float(data["duration"])
+            result.task_seconds[str(task)] = seconds
+        if kind == "runner_on_ok" and data.get("res", {}).get("changed"):
+            result.changes.setdefault(str(data.get("host")), []).append(str(task))
+            if diff and event.get("stdout"):
+                result.diffs.append(str(event["stdout"]))
         return True  # keep the event in the artifacts
 
     with tempfile.TemporaryDirectory(dir=base, prefix="run-") as private:
@@ -116,7 +143,9 @@ def provision(
             inventory=inventory,
             limit=",".join(targets),
             extravars=extravars,
-            forks=forks,
+            forks=cluster.provisioning.forks,
+            cmdline=" ".join(flag for flag, on in (("--check", check), ("--diff", diff)) if on)
+            or None,
             quiet=True,
             event_handler=handle,
             envvars={
@@ -124,6 +153,9 @@ def provision(
                 "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
                 "ANSIBLE_ROLES_PATH": str(ROLES_DIR),
                 "ANSIBLE_PIPELINING": "True",
+                # Facts once per host per run, not once per play (site.yml has six).
+                "ANSIBLE_GATHERING": "smart",
+                "ANSIBLE_CACHE_PLUGIN": "memory",
                 "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=60s",
                 "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3",
                 "ANSIBLE_HOST_KEY_CHECKING": "True",
@@ -154,6 +186,15 @@ def provision(
             f"(see {result.artifacts})"
         )
     return result
+
+
+def batch_vars(cluster: Cluster) -> dict[str, Any]:
+    """The play keywords roles/site.yml takes from the stack: hosts per batch, failure limit."""
+    settings = cluster.provisioning
+    return {
+        "kiln_batch_size": settings.batch_size,
+        "kiln_max_fail_percentage": settings.max_fail_percentage,
+    }
 
 
 def _scrub_environment(artifacts: Path) -> None:

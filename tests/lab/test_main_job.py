@@ -1,5 +1,6 @@
 """The README's main job on the embedded lab stack: `kiln lab up` builds and provisions
-the cluster, and running it again changes nothing.
+the cluster, running it again skips the converge, and `kiln provision --check` finds
+and `kiln provision` repairs a change made by hand.
 
 Runs the shipped `stacks/Pulumi.lab.yaml`, moved to its own lab id and subnet so
 it never touches a lab a developer keeps up.
@@ -48,12 +49,63 @@ def test_main_job_brings_up_and_provisions_every_node(first_run):
         assert node in first_run.stdout
 
 
-def test_main_job_again_changes_nothing(first_run, stacks: Path):
+def test_main_job_again_skips_the_converge_and_says_why(first_run, stacks: Path):
     assert first_run.returncode == 0
     again = kiln_cli("lab", "up", "--stack", "lab", "--stacks-dir", str(stacks), timeout=1800)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "lab machines already up: nothing changed" in again.stdout
-    assert "provisioning: 0 change(s)" in again.stdout
+    assert "provisioning skipped: roles, inventory, secrets and every host's facts match" in (
+        " ".join(again.stdout.split())
+    )
+
+
+def _changed_by_host(output: str) -> dict[str, int]:
+    """The `changed` column of the CLI's provisioning table, by host."""
+    rows = {}
+    for line in output.splitlines():
+        cells = [c.strip() for c in line.replace("┃", "│").split("│") if c.strip()]
+        if len(cells) == 7 and cells[0] in ("ctl1", "node1", "node2"):
+            rows[cells[0]] = int(cells[3])
+    return rows
+
+
+def _provision(stacks: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    return kiln_cli(
+        "provision", "--stack", "lab", "--stacks-dir", str(stacks), *flags, timeout=1800
+    )
+
+
+def test_check_finds_nothing_to_change_on_the_converged_lab(first_run, stacks: Path):
+    assert first_run.returncode == 0
+    check = _provision(stacks, "--check")
+    assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-3000:]
+    assert _changed_by_host(check.stdout) == {"ctl1": 0, "node1": 0, "node2": 0}
+
+
+SYSCTL = "net.ipv4.tcp_slow_start_after_idle"  # the base role sets 0
+
+
+def test_a_change_by_hand_is_found_by_check_and_repaired_by_provision(first_run, stacks: Path):
+    assert first_run.returncode == 0
+    _ssh(
+        LAYOUT,
+        "node1",
+        f"sed -i 's/^{SYSCTL}.*/{SYSCTL}=1/' /etc/sysctl.d/90-kiln-net.conf && sysctl -qw {SYSCTL}=1",
+    )
+    check = _provision(stacks, "--check", "--diff")
+    assert check.returncode == 3, check.stdout[-3000:] + check.stderr[-3000:]
+    assert _changed_by_host(check.stdout) == {"ctl1": 0, "node1": 1, "node2": 0}
+    assert "node1: would change: base : Apply network sysctls" in check.stdout
+    assert _ssh(LAYOUT, "node1", f"sysctl -n {SYSCTL}").strip() == "1"  # check changed nothing
+
+    repair = _provision(stacks)
+    assert repair.returncode == 0, repair.stdout[-3000:] + repair.stderr[-3000:]
+    # Only the hand-made change is undone: every other task on every host is idempotent.
+    assert _changed_by_host(repair.stdout) == {"ctl1": 0, "node1": 1, "node2": 0}
+    assert _ssh(LAYOUT, "node1", f"sysctl -n {SYSCTL}").strip() == "0"
+    # The repair is recorded: the next `lab up` skips the converge again.
+    again = kiln_cli("lab", "up", "--stack", "lab", "--stacks-dir", str(stacks), timeout=1800)
+    assert "provisioning skipped" in again.stdout, again.stdout[-3000:]
 
 
 def _ssh(stacks_lab: LabLayout, node: str, command: str) -> str:

@@ -44,3 +44,25 @@ def test_an_unpinned_requirement_is_refused_before_anything_changes(lab: Lab):
     assert not result.succeeded
     assert any("pinned with ==" in e for e in result.errors), result.errors
     assert all(h.changed == 0 for h in result.hosts.values())
+
+
+def test_a_file_edited_or_left_behind_on_a_node_is_found_and_put_right(lab: Lab):
+    local = (REPO / "validation" / "__init__.py").read_text()
+    stale = "/opt/kiln/validation/removed_from_the_suite.py"
+    host(lab, "v1").run_expect([0], "echo '# edited by hand' >> /opt/kiln/validation/__init__.py")
+    host(lab, "v2").run_expect([0], f"echo 'raise SystemExit(1)' > {stale}")
+
+    check = converge(lab, ["validation_runtime"], check=True)
+    assert_converged(check)
+    assert sorted(check.changes) == ["v1", "v2"], check.changes
+    assert (
+        "# edited by hand"
+        in host(lab, "v1").file("/opt/kiln/validation/__init__.py").content_string
+    )
+
+    repair = converge(lab, ["validation_runtime"])
+    assert_converged(repair)
+    assert sorted(n for n, h in repair.hosts.items() if h.changed) == ["v1", "v2"]
+    assert host(lab, "v1").file("/opt/kiln/validation/__init__.py").content_string == local
+    assert not host(lab, "v2").file(stale).exists
+    assert_idempotent(converge(lab, ["validation_runtime"]))
