@@ -62,26 +62,69 @@ def lab_stack(
     return directory
 
 
-@pytest.fixture(scope="module")
-def lab_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    """Start labs for a module; every one is torn down at the end, leftovers first."""
-    started: list[Lab] = []
+class _Labs:
+    """Labs started for one fixture scope; every one is torn down at its end, leftovers first."""
 
-    def start(hosts: list[dict], lab_id: str, subnet: str, **cluster: Any) -> Lab:
-        stacks = lab_stack(tmp_path_factory.mktemp("stacks"), hosts, lab_id, subnet, **cluster)
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self.tmp = tmp_path_factory
+        self.started: list[Lab] = []
+
+    def start(self, hosts: list[dict], lab_id: str, subnet: str, **cluster: Any) -> Lab:
+        stacks = lab_stack(self.tmp.mktemp("stacks"), hosts, lab_id, subnet, **cluster)
         teardown(LabLayout(lab_id))
         lab = Lab(load_stack("labtest", stacks))
         lab.stacks_dir = stacks  # type: ignore[attr-defined]  # for CLI calls in tests
-        started.append(lab)
+        # A new lab is a new cluster: a key of its own, records of its runs only.
+        for directory in _records(lab):
+            shutil.rmtree(directory, ignore_errors=True)
+        self.started.append(lab)
         lab.up()
         return lab
 
-    yield start
-    for lab in started:
-        teardown(lab.layout)
-        # A test lab is a throwaway cluster: its munge key and run records go too.
-        shutil.rmtree(secrets.secrets_dir(lab.cluster.name), ignore_errors=True)
-        shutil.rmtree(state_root() / "provision" / lab.cluster.name, ignore_errors=True)
+    def close(self) -> None:
+        for lab in self.started:
+            teardown(lab.layout)
+            # A test lab is a throwaway cluster: its munge key and run records go too.
+            for directory in _records(lab):
+                shutil.rmtree(directory, ignore_errors=True)
+
+
+def _records(lab: Lab) -> list[Path]:
+    return [secrets.secrets_dir(lab.cluster.name), state_root() / "provision" / lab.cluster.name]
+
+
+@pytest.fixture(scope="module")
+def lab_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """Start labs for a module; every one is torn down at the end, leftovers first."""
+    labs = _Labs(tmp_path_factory)
+    yield labs.start
+    labs.close()
+
+
+#: The full-site lab: a controller and three computes.
+SITE_HOSTS = [
+    {"name": "sctl", "roles": ["controller"]},
+    {"name": "sc1"},
+    {"name": "sc2"},
+    {"name": "sc3"},
+]
+
+
+@pytest.fixture(scope="session")
+def site_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """A controller and three computes with all of roles/site.yml applied once, shared by
+    the modules that test the Slurm and Prometheus roles (one boot and one cold converge
+    for both). Their tests that stop daemons or change settings put them back.
+
+    Prometheus keeps the stack's retention, not the default, to show it reaches the server.
+    """
+    labs = _Labs(tmp_path_factory)
+    try:
+        lab = labs.start(SITE_HOSTS, "ks5", "10.77.96.0/24", monitoring={"retention": "3d"})
+        assert_converged(converge(lab))
+        yield lab
+    finally:
+        labs.close()
 
 
 @pytest.fixture(scope="module")
@@ -95,17 +138,21 @@ def converge(
     roles: list[str] | None = None,
     extra_vars: dict | None = None,
     limit: list[str] | None = None,
+    check: bool = False,
 ) -> ProvisionResult:
-    """Apply `roles` (or all of roles/site.yml) to the lab, as `kiln provision` does."""
+    """Apply `roles` (or all of roles/site.yml) to the lab, as `kiln provision` does
+    (`check`: as `kiln provision --check` does, changing nothing)."""
     if roles is None:
-        return provision(lab.cluster, limit, extra_vars=extra_vars)
+        return provision(lab.cluster, limit, extra_vars=extra_vars, check=check)
     play = [
         {"name": "converge", "hosts": "all", "become": True, "roles": [{"role": r} for r in roles]}
     ]
     with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as handle:
         yaml.safe_dump(play, handle)
     try:
-        return provision(lab.cluster, limit, playbook=Path(handle.name), extra_vars=extra_vars)
+        return provision(
+            lab.cluster, limit, playbook=Path(handle.name), extra_vars=extra_vars, check=check
+        )
     finally:
         os.unlink(handle.name)
 

@@ -1,29 +1,27 @@
 """The Prometheus server through roles/site.yml: it scrapes every node, alerts, keeps the stack's retention.
 
-Queried from this host over the lab network, as an operator's browser or the
-certification run would. The test that stops a node_exporter comes last and
-starts it again.
+The lab (`site_lab`) is shared with the Slurm tests, which also check that a
+second converge of the whole site changes nothing. Queried from this host over
+the lab network, as an operator's browser or the certification run would. The
+test that stops a node_exporter comes last and starts it again.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from kiln import secrets
 from kiln.lab.lifecycle import Lab
-from tests.lab.conftest import assert_converged, assert_idempotent, converge, host, wait_for
+from tests.lab.conftest import host, wait_for
 
 pytestmark = pytest.mark.lab
 
-HOSTS = [{"name": "pctl", "roles": ["controller"]}, {"name": "pc1"}, {"name": "pc2"}]
-NODES = ["pc1", "pc2", "pctl"]
+NODES = ["sc1", "sc2", "sc3", "sctl"]
 RULES = {
     "NodeDown",
     "NodeTextfileMetricsStale",
@@ -35,18 +33,13 @@ RULES = {
 
 
 @pytest.fixture(scope="module")
-def lab(lab_factory) -> Iterator[Lab]:
-    # A retention other than the default shows the stack setting reaches the server.
-    lab = lab_factory(HOSTS, "ks6", "10.77.97.0/24", monitoring={"retention": "3d"})
-    assert_converged(converge(lab))
-    yield lab
-    # The throwaway cluster's munge key (site.yml also sets up Slurm).
-    shutil.rmtree(secrets.secrets_dir(lab.cluster.name), ignore_errors=True)
+def lab(site_lab: Lab) -> Lab:
+    return site_lab
 
 
 @pytest.fixture(scope="module")
 def api(lab: Lab) -> Callable[..., Any]:
-    controller = next(str(h.address) for h in lab.hosts if h.name == "pctl")
+    controller = next(str(h.address) for h in lab.hosts if h.name == "sctl")
 
     def get(path: str, **params: str) -> Any:
         url = f"http://{controller}:9090/api/v1/{path}"
@@ -80,14 +73,10 @@ def alerts(api, name: str) -> dict[str, str]:
     }
 
 
-def test_second_converge_changes_nothing(lab: Lab):
-    assert_idempotent(converge(lab))
-
-
 def test_server_runs_on_the_controller_only(lab: Lab):
-    server = host(lab, "pctl").service("prometheus")
+    server = host(lab, "sctl").service("prometheus")
     assert server.is_running and server.is_enabled
-    for name in ("pc1", "pc2"):
+    for name in ("sc1", "sc2", "sc3"):
         assert not host(lab, name).package("prometheus").is_installed, name
 
 
@@ -96,7 +85,7 @@ def test_retention_comes_from_the_stack(api):
 
 
 def test_installed_config_and_rules_pass_promtool(lab: Lab):
-    controller = host(lab, "pctl")
+    controller = host(lab, "sctl")
     for command in (
         "promtool check config /etc/prometheus/prometheus.yml",
         "promtool check rules /etc/prometheus/rules/kiln.rules.yml",
@@ -126,31 +115,31 @@ def test_alert_rules_are_loaded_and_healthy(api):
 
 
 def test_a_stale_textfile_raises_its_alert(lab: Lab, api):
-    pc1 = host(lab, "pc1")
+    sc1 = host(lab, "sc1")
     probe = "/var/lib/prometheus/node-exporter/kiln_stale_probe.prom"
-    pc1.run_test(f"echo 'kiln_probe 1' > {probe} && touch -d '3 hours ago' {probe}")
+    sc1.run_test(f"echo 'kiln_probe 1' > {probe} && touch -d '3 hours ago' {probe}")
     try:
         states = wait_for(
             "NodeTextfileMetricsStale",
             lambda: alerts(api, "NodeTextfileMetricsStale"),
-            lambda a: "pc1" in a,
+            lambda a: "sc1" in a,
             90,
         )
-        assert states["pc1"] in ("pending", "firing")
-        assert "pc2" not in states
+        assert states["sc1"] in ("pending", "firing")
+        assert "sc2" not in states
     finally:
-        pc1.run_test(f"rm -f {probe}")
+        sc1.run_test(f"rm -f {probe}")
 
 
 def test_a_stopped_node_exporter_reports_up_0_and_node_down(lab: Lab, api):
-    pc2 = host(lab, "pc2")
-    wait_for("pc2 up before", lambda: up(api, "pc2"), "1".__eq__, 60)
-    pc2.run_test("systemctl stop prometheus-node-exporter")
+    sc2 = host(lab, "sc2")
+    wait_for("sc2 up before", lambda: up(api, "sc2"), "1".__eq__, 60)
+    sc2.run_test("systemctl stop prometheus-node-exporter")
     try:
-        wait_for("up{node=pc2}", lambda: up(api, "pc2"), "0".__eq__, 60)
-        assert up(api, "pc1") == "1"
-        down = wait_for("NodeDown", lambda: alerts(api, "NodeDown"), lambda a: "pc2" in a, 60)
-        assert down == {"pc2": "pending"} or down == {"pc2": "firing"}
+        wait_for("up{node=sc2}", lambda: up(api, "sc2"), "0".__eq__, 60)
+        assert up(api, "sc1") == "1"
+        down = wait_for("NodeDown", lambda: alerts(api, "NodeDown"), lambda a: "sc2" in a, 60)
+        assert down == {"sc2": "pending"} or down == {"sc2": "firing"}
     finally:
-        pc2.run_test("systemctl start prometheus-node-exporter")
-    wait_for("up{node=pc2} after restart", lambda: up(api, "pc2"), "1".__eq__, 60)
+        sc2.run_test("systemctl start prometheus-node-exporter")
+    wait_for("up{node=sc2} after restart", lambda: up(api, "sc2"), "1".__eq__, 60)

@@ -1,8 +1,10 @@
-"""munge and slurm through roles/site.yml on a controller and two computes: jobs run, failures show.
+"""munge and slurm through roles/site.yml on a controller and three computes: jobs run,
+failures show.
 
-The lab is what `kiln provision` makes of a stack: sctl (controller) runs
-slurmctld and the Prometheus server, sc1, sc2 and sc3 (compute) run slurmd. Tests
-that stop daemons or rotate the key come last and put things back.
+The lab (`site_lab`, shared with the Prometheus tests) is what `kiln provision`
+makes of a stack: sctl (controller) runs slurmctld and the Prometheus server, sc1,
+sc2 and sc3 (compute) run slurmd. Tests that stop daemons or rotate the key come
+last and put things back.
 """
 
 from __future__ import annotations
@@ -11,8 +13,6 @@ import base64
 import hashlib
 import json
 import re
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,27 +27,13 @@ from validation.launch import HostSpec, SlurmLauncher
 
 pytestmark = pytest.mark.lab
 
-HOSTS = [
-    {"name": "sctl", "roles": ["controller"]},
-    {"name": "sc1"},
-    {"name": "sc2"},
-    {"name": "sc3"},
-]
 COMPUTES = ["sc1", "sc2", "sc3"]
 SLURM_ROLES = ["munge", "slurm"]
 
 
 @pytest.fixture(scope="module")
-def lab(lab_factory) -> Iterator[Lab]:
-    lab = lab_factory(HOSTS, "ks5", "10.77.96.0/24")
-    # A new lab is a new cluster: a key of its own, artifacts of these runs only.
-    leftovers = [secrets.secrets_dir(lab.cluster.name), artifacts_dir(lab).parent]
-    for directory in leftovers:
-        shutil.rmtree(directory, ignore_errors=True)
-    assert_converged(converge(lab))
-    yield lab
-    for directory in leftovers:
-        shutil.rmtree(directory, ignore_errors=True)
+def lab(site_lab: Lab) -> Lab:
+    return site_lab
 
 
 def artifacts_dir(lab: Lab) -> Path:
