@@ -161,6 +161,7 @@ def provision(
                 "ANSIBLE_HOST_KEY_CHECKING": "True",
                 "ANSIBLE_RETRY_FILES_ENABLED": "False",
                 "ANSIBLE_NOCOLOR": "True",
+                **strategy_env(cluster.provisioning.mitogen),
             },
         )
         result.artifacts = Path(runner.config.artifact_dir)
@@ -186,6 +187,23 @@ def provision(
             f"(see {result.artifacts})"
         )
     return result
+
+
+def strategy_env(mitogen: bool) -> dict[str, str]:
+    """Ansible settings that run the plays through Mitogen's linear strategy (or not).
+
+    Measured on the lab (bench/provision.py): a no-change run of site.yml on a
+    controller and one compute took 51.5 s with Ansible's SSH connection and
+    25.9 s with Mitogen; host keys stay enforced (Mitogen maps Ansible's host
+    key checking to StrictHostKeyChecking=yes and keeps the inventory's
+    UserKnownHostsFile).
+    """
+    if not mitogen:
+        return {}
+    import ansible_mitogen  # a dependency; imported here so a stack that opts out never needs it
+
+    strategies = Path(ansible_mitogen.__file__).resolve().parent / "plugins" / "strategy"
+    return {"ANSIBLE_STRATEGY_PLUGINS": str(strategies), "ANSIBLE_STRATEGY": "mitogen_linear"}
 
 
 def batch_vars(cluster: Cluster) -> dict[str, Any]:

@@ -63,6 +63,10 @@ def role_overrides() -> dict[str, object]:
     return {
         # Mounted read-only into every node by `lab up` (kiln/lab/wheelhouse.py).
         "validation_runtime_wheelhouse": wheelhouse.NODE_PATH,
+        # Byte-compiling torch and transformers at install is 32 of the 40 s a node
+        # spends installing them; lab nodes run the suite as root, so what is
+        # imported is compiled (and cached) on first use instead.
+        "validation_runtime_pip_compile": False,
         "base_memlock": "unlimited" if memlock == resource.RLIM_INFINITY else str(memlock // 1024),
         "base_nofile": 1048576 if nofile == resource.RLIM_INFINITY else min(nofile, 1048576),
         # A node sees the host's cgroup v1 controllers read-only (nspawn on a host

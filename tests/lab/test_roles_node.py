@@ -93,3 +93,21 @@ def test_an_ansible_error_before_any_host_is_explained(lab: Lab, tmp_path):
     result = provision(lab.cluster, playbook=broken)
     assert not result.succeeded
     assert any("no_such_role_anywhere" in e for e in result.errors), result.errors
+
+
+def test_a_changed_host_key_stops_that_host_and_only_it(lab: Lab):
+    """Provisioning (through Mitogen) refuses a host whose key is not the one on record."""
+    known_hosts = lab.layout.known_hosts
+    original = known_hosts.read_text()
+    lines = dict(line.split(" ", 1) for line in original.splitlines())
+    b1 = next(names for names in lines if names.endswith(",b1"))
+    b2 = next(names for names in lines if names.endswith(",b2"))
+    # b1's names with b2's key: what a reinstalled or impersonated b1 would look like.
+    known_hosts.write_text(f"{b1} {lines[b2]}\n{b2} {lines[b2]}\n")
+    try:
+        result = converge(lab, ROLES)
+    finally:
+        known_hosts.write_text(original)
+    assert result.hosts["b1"].status == "unreachable", result.errors
+    assert result.hosts["b2"].status == "ok"
+    assert any(e.startswith("b1:") for e in result.errors), result.errors

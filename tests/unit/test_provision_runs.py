@@ -101,6 +101,18 @@ def test_stack_provisioning_settings_reach_the_runner(tmp_path, monkeypatch):
     assert call["cmdline"] is None  # a real run: no check mode
 
 
+def test_mitogen_runs_the_plays_unless_the_stack_opts_out(tmp_path, monkeypatch):
+    runner = Runner([])
+    monkeypatch.setattr(kiln.provision.ansible_runner, "run", runner)
+    provision(static_cluster(tmp_path))
+    env = runner.calls[0]["envvars"]
+    assert env["ANSIBLE_STRATEGY"] == "mitogen_linear"
+    assert (Path(env["ANSIBLE_STRATEGY_PLUGINS"]) / "mitogen_linear.py").is_file()
+    assert env["ANSIBLE_HOST_KEY_CHECKING"] == "True"  # Mitogen enforces it (lab test)
+    provision(static_cluster(tmp_path, provisioning={"mitogen": False}))
+    assert "ANSIBLE_STRATEGY" not in runner.calls[1]["envvars"]
+
+
 def test_site_plays_take_batch_size_and_failure_limit_from_those_variables():
     import yaml
 
