@@ -10,6 +10,7 @@ document, so a busbw measured one way means the same as one measured the other.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -75,6 +76,20 @@ class GroupRunner:
         self._slots = {
             h.name: (p.gpu.per_node if p.gpu else 1) for p in cluster.node_pools for h in p.hosts
         }
+        # Lab machines share this host's cores: ranks that each took every core
+        # would time contention (one resnet-tiny ladder read E(2) 0.05 to 0.24 from
+        # run to run with 2 threads per rank on 2 cores, 0.66 with 1). Every rung
+        # gets the same share, so the ladder compares like with like.
+        lab_computes = [h.name for p in cluster.lab_pools for h in p.hosts if "compute" in h.roles]
+        self._lab_env = (
+            {
+                h.name: {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // len(lab_computes)))}
+                for p in cluster.lab_pools
+                for h in p.hosts
+            }
+            if lab_computes
+            else {}
+        )
         controllers = [h.name for h in cluster.hosts if "controller" in h.roles]
         self._login = controllers[0] if controllers else None
         # Hosts that run slurmd: everything in the slurm group but the controller.
@@ -107,7 +122,12 @@ class GroupRunner:
         timeout = self.cluster.certification.timeout_seconds
         runtime = role_defaults.validation_runtime()
         specs = [
-            HostSpec(name, self.access.targets[name].address, slots=self._slots[name])
+            HostSpec(
+                name,
+                self.access.targets[name].address,
+                slots=self._slots[name],
+                env=self._lab_env.get(name, {}),
+            )
             for name in hosts
         ]
         kind = self.launcher_for(hosts)
