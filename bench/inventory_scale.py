@@ -22,10 +22,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kiln.converge_record import site_digest  # noqa: E402
-from kiln.drift import roles_digest, runtime_digest  # noqa: E402
+from kiln.drift import roles_digest  # noqa: E402
 from kiln.inventory import access_for, build_inventory  # noqa: E402
 from kiln.plays import load_site, role_closure, roles_in  # noqa: E402
 from kiln.provision import ROLES_DIR  # noqa: E402
+from kiln.runtime_bundle import bundle_digest  # noqa: E402
 from kiln.stack import cluster_from_document  # noqa: E402
 
 SIZES = (64, 256, 1024)
@@ -76,7 +77,7 @@ def main() -> None:
 
         def fixed() -> None:
             roles_digest(ROLES_DIR, role_closure(roles_in(load_site(ROLES_DIR)), ROLES_DIR))
-            runtime_digest()
+            bundle_digest()
 
         baseline = best_of(fixed)
         print(f"fixed cost (hash of every role file and the validation suite): {baseline:.3f} s")

@@ -23,13 +23,14 @@ from typing import Any
 
 from kiln import secrets
 from kiln.config import Cluster
-from kiln.drift import digest, roles_digest, runtime_digest, secrets_digest
+from kiln.drift import digest, roles_digest, secrets_digest
 from kiln.errors import KilnError
 from kiln.inventory import Access, access_for, build_inventory
 from kiln.paths import state_root
 from kiln.plays import load_site, role_closure, roles_in
 from kiln.preflight import access_of, changed_facts, gather
 from kiln.provision import ROLES_DIR, OnEvent, ProvisionResult, batch_vars, provision
+from kiln.runtime_bundle import bundle_digest
 
 RECORD_NAME = "last-converge.json"
 
@@ -56,7 +57,7 @@ def site_digest(cluster: Cluster, access: Access) -> str:
         {
             "plays": plays,
             "roles": roles_digest(ROLES_DIR, roles),
-            "runtime": runtime_digest(),
+            "runtime": bundle_digest(),
             "inventory": build_inventory(cluster, access),
             "batch": batch_vars(cluster),
         }

@@ -52,28 +52,18 @@ def roles_digest(roles_dir: Path, roles: Iterable[str]) -> str:
 
     A missing role counts as such, so the hash changes when it lands.
     """
-    return tree_digest(roles_dir, roles)
-
-
-def tree_digest(root: Path, names: Iterable[str]) -> str:
-    """sha256 over every file under the named directories of `root` (path and content)."""
     outer = hashlib.sha256()
-    for name in sorted(set(names)):
-        base = root / name
+    for role in sorted(set(roles)):
+        base = roles_dir / role
         if not base.is_dir():
-            outer.update(f"{name}\0<missing>\n".encode())
+            outer.update(f"{role}\0<missing>\n".encode())
             continue
         for path in sorted(base.rglob("*")):
             if not path.is_file() or _ignored(path):
                 continue
             inner = hashlib.sha256(path.read_bytes()).hexdigest()
-            outer.update(f"{path.relative_to(root).as_posix()}\0{inner}\n".encode())
+            outer.update(f"{path.relative_to(roles_dir).as_posix()}\0{inner}\n".encode())
     return outer.hexdigest()
-
-
-def runtime_digest() -> str:
-    """sha256 of the validation suite the validation_runtime role ships to every node."""
-    return bundle_digest()
 
 
 def _ignored(path: Path) -> bool:
@@ -109,7 +99,7 @@ def playbook_inputs(
     hosts = topology(cluster)
     roles_hash = roles_digest(roles_dir, roles)
     # The runtime role copies the validation suite: editing it must re-run that role.
-    runtime_hash = runtime_digest() if "validation_runtime" in roles else None
+    runtime_hash = bundle_digest() if "validation_runtime" in roles else None
     return {
         "stage": stage,
         "pool": pool.name if pool else None,
