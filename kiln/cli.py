@@ -18,7 +18,7 @@ from rich.table import Table
 
 from kiln.config import Cluster
 from kiln.errors import KilnError, UsageError
-from kiln.stack import ConfigError, check_key_files, load_stack, reserved_settings
+from kiln.stack import ConfigError, check_key_files, load_stack, setting_notes
 
 app = typer.Typer(
     help="Kiln: provision GPU/RDMA clusters as code, then certify them.",
@@ -89,7 +89,7 @@ def config_check(stack: StackOpt, stacks_dir: StacksDirOpt = None) -> None:
         gpu = f"{pool.gpu.per_node}x {pool.gpu.model}" if pool.gpu else "-"
         table.add_row(pool.name, pool.provider, str(len(pool.hosts)), gpu, pool.rdma.fabric)
     out.print(table)
-    for note in reserved_settings(cluster):
+    for note in setting_notes(cluster):
         out.print(f"[yellow]note:[/] {note}", highlight=False)
 
 

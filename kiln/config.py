@@ -132,6 +132,21 @@ class GpuSettings(_Model):
     fabric_manager: bool = Field(
         default=False, description="NVSwitch systems (HGX 8-GPU) need nvidia-fabricmanager."
     )
+    repository: str | None = Field(
+        default=None,
+        description="Flat apt repository of NVIDIA's packages (a site mirror); "
+        "default NVIDIA's CUDA repository.",
+    )
+    repository_key: str | None = Field(
+        default=None, description="URL of the repository's signing key (.asc or .gpg)."
+    )
+
+    @field_validator("repository", "repository_key")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^(https?|file)://\S+$", value):
+            raise ValueError(f"{value!r} is not an http(s):// or file:// URL")
+        return value
 
 
 class RdmaSettings(_Model):

@@ -2,9 +2,9 @@
 
 Groups: one per pool (`pool_<name>`), one per node role (`controller`,
 `compute`, `storage`), the scheduler (`slurm` or `kubernetes`) and the
-provider (`lab`, `static`). Role variables that come from the stack (GPU,
-RDMA, storage) are group vars of the pool, so `site.yml` never reads raw
-config.
+provider (`lab`, `static`), and `gpu` for every pool with a `gpu` block.
+Role variables that come from the stack (GPU, RDMA, storage) are group vars
+of the pool, so `site.yml` never reads raw config.
 """
 
 from __future__ import annotations
@@ -72,16 +72,32 @@ def pool_vars(cluster: Cluster, pool: NodePool) -> dict[str, Any]:
 
         variables.update(role_overrides())
     if pool.gpu:
-        variables.update(
-            {
-                "kiln_gpu_model": pool.gpu.model,
-                "kiln_gpus_per_node": pool.gpu.per_node,
-                "nvidia_driver_version": pool.gpu.driver,
-                "nccl_version": pool.gpu.nccl,
-                "fabricmanager_enabled": pool.gpu.fabric_manager,
-            }
-        )
+        variables.update(gpu_vars(cluster, pool))
     return variables
+
+
+def gpu_vars(cluster: Cluster, pool: NodePool) -> dict[str, Any]:
+    """What the GPU roles install on a pool with a `gpu` block: the pinned versions, and
+    which optional parts the pool's fabric, scheduler and monitoring call for."""
+    gpu = pool.gpu
+    assert gpu is not None
+    return {
+        "kiln_gpu_model": gpu.model,
+        "kiln_gpus_per_node": gpu.per_node,
+        "nvidia_driver_version": gpu.driver,
+        "fabricmanager_enabled": gpu.fabric_manager,
+        "cuda_toolkit_version": gpu.cuda or "",
+        "nccl_version": gpu.nccl,
+        "nccl_cuda_version": gpu.cuda or "",
+        # Without the peer-memory module NCCL silently stages RDMA through host memory.
+        "gpudirect_enabled": pool.rdma.fabric != "none",
+        # Containers run GPU work on Kubernetes; Slurm jobs run on the host.
+        "container_toolkit_enabled": cluster.scheduler == "kubernetes",
+        "dcgm_exporter_enabled": cluster.monitoring.dcgm_exporter,
+        # Empty: NVIDIA's own repository and key (the nvidia role's defaults).
+        "nvidia_repo_url": gpu.repository or "",
+        "nvidia_repo_key_url": gpu.repository_key or "",
+    }
 
 
 def cluster_vars(cluster: Cluster) -> dict[str, Any]:
@@ -145,6 +161,8 @@ def build_inventory(cluster: Cluster, access: Access) -> dict[str, Any]:
             }
             add(pool_group, host.name)
             add(pool.provider, host.name)
+            if pool.gpu:
+                add("gpu", host.name)
             add(cluster.scheduler, host.name)
             for role in host.roles:
                 add(role, host.name)

@@ -12,7 +12,8 @@ after the nodes are provisioned:
 A play keeps its hosts, `become`, vars and `when:` conditions; only its role
 list is filtered, so the union of the stages is exactly `site.yml`. Some
 roles are dropped where another owner exists, never run twice: the GPU driver
-when the GPU Operator owns it, and Prometheus / DCGM exporter on Kubernetes
+(with fabric manager, nvidia-peermem and the container toolkit) when the GPU
+Operator owns it, and Prometheus / DCGM exporter on Kubernetes
 (kube-prometheus-stack and the GPU Operator run those there).
 """
 
@@ -35,6 +36,8 @@ STAGE_ROLES: dict[str, frozenset[str]] = {
     "storage": frozenset({"shared_storage"}),
     "monitoring": frozenset({"node_exporter", "prometheus", "dcgm_exporter"}),
 }
+#: Roles the GPU Operator replaces when it owns the driver (gpuDriverOwner: operator).
+OPERATOR_OWNS = frozenset({"nvidia_driver", "fabricmanager", "gpudirect", "container_toolkit"})
 _TASK_KEYS = ("pre_tasks", "tasks", "post_tasks", "handlers")
 _INCLUDE_ROLE = {
     "include_role",
@@ -74,7 +77,9 @@ def excluded_roles(cluster: Cluster, driver_owner: DriverOwner = "roles") -> fro
     if driver_owner == "operator":
         if cluster.scheduler != "kubernetes":
             raise UsageError("the GPU Operator can own the driver only with scheduler: kubernetes")
-        excluded.add("nvidia_driver")
+        # The operator's driver container brings fabric manager and nvidia-peermem,
+        # and its toolkit container the container runtime hook.
+        excluded |= OPERATOR_OWNS
     if cluster.scheduler == "kubernetes":
         excluded |= {"prometheus", "dcgm_exporter"}
     return frozenset(excluded)

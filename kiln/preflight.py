@@ -41,6 +41,10 @@ nccl=$(dpkg-query -W -f='${Version}' libnccl2 2>/dev/null \
   || rpm -q --qf '%{VERSION}' libnccl 2>/dev/null \
   || ls /usr/lib/x86_64-linux-gnu/libnccl.so.2.* /usr/lib64/libnccl.so.2.* 2>/dev/null | head -n 1)
 echo "nccl=${nccl##*libnccl.so.}"
+# The GPU stack as installed (dpkg), which a host without a GPU has too and
+# which the loaded driver above differs from until a reboot.
+dpkg-query -W -f='gpu_package=${db:Status-Abbrev}|${Package}|${Version}\n' \
+  'nvidia-driver-*' 'nvidia-fabricmanager-*' 'cuda-toolkit-[0-9]*' 2>/dev/null
 echo "rdma_devices=$(ls /sys/class/infiniband 2>/dev/null | tr '\n' ' ')"
 """
 
@@ -58,7 +62,17 @@ FACT_KEYS = (
     "gpu_model",
     "gpu_driver",
     "nccl",
+    "gpu_driver_installed",
+    "fabricmanager",
+    "cuda",
     "rdma_devices",
+)
+
+# dpkg package name prefix -> the fact its installed upstream version becomes.
+_GPU_PACKAGES = (
+    ("nvidia-driver-", "gpu_driver_installed"),
+    ("nvidia-fabricmanager-", "fabricmanager"),
+    ("cuda-toolkit-", "cuda"),
 )
 
 _GIB_IN_KIB = 1024 * 1024
@@ -79,12 +93,37 @@ def _nccl_version(value: str | None) -> str | None:
     return version or None
 
 
+def _upstream(version: str) -> str:
+    """`1:4.2.3-1` -> `4.2.3`: the release, without epoch or packaging revision."""
+    return version.split(":", 1)[-1].rsplit("-", 1)[0]
+
+
+def installed_gpu_packages(lines: list[str]) -> dict[str, str | None]:
+    """The installed driver, fabric manager and CUDA toolkit from `gpu_package=` lines
+    (`<dpkg status>|<package>|<version>`); only installed ones count (`ii`, or `hi`:
+    installed and held, as the GPU roles leave them).
+    Two different installed versions of one (two driver branches) read as both, joined."""
+    found: dict[str, set[str]] = {fact: set() for _, fact in _GPU_PACKAGES}
+    for line in lines:
+        status, _, rest = line.partition("|")
+        package, _, version = rest.partition("|")
+        if status[1:2] != "i" or not version:
+            continue
+        for prefix, fact in _GPU_PACKAGES:
+            if package.startswith(prefix):
+                found[fact].add(_upstream(version.strip()))
+    return {fact: ",".join(sorted(v)) or None for fact, v in found.items()}
+
+
 def parse_facts(text: str) -> dict[str, Any]:
     """Facts from the `key=value` lines FACTS_COMMAND prints; absent ones are None."""
     raw: dict[str, str] = {}
+    packages: list[str] = []
     for line in text.splitlines():
         key, sep, value = line.partition("=")
-        if sep:
+        if key.strip() == "gpu_package":
+            packages.append(value.strip())
+        elif sep:
             raw[key.strip()] = value.strip()
     memory_kib = _int(raw.get("memory_kib"))
     return {
@@ -100,6 +139,7 @@ def parse_facts(text: str) -> dict[str, Any]:
         "gpu_model": raw.get("gpu_model") or None,
         "gpu_driver": raw.get("gpu_driver") or None,
         "nccl": _nccl_version(raw.get("nccl")),
+        **installed_gpu_packages(packages),
         "rdma_devices": sorted(raw.get("rdma_devices", "").split()),
     }
 

@@ -140,26 +140,20 @@ def cluster_from_keys(keys: Mapping[str, Any], source: str) -> Cluster:
     return cluster
 
 
-def reserved_settings(cluster: Cluster) -> list[Problem]:
-    """Keys that are valid and set but that nothing acts on yet: said, never silently ignored.
-
-    The GPU driver stack is pinned in the config ahead of the roles that install
-    and check it; until they land, a pinned version is recorded and passed to
-    the roles as variables, and no host is changed or checked against it.
-    """
+def setting_notes(cluster: Cluster) -> list[Problem]:
+    """Valid settings that will stop provisioning later, said now: a GPU pool without
+    `cuda` cannot have its NCCL build chosen (NVIDIA builds each NCCL once per CUDA
+    release), so the nccl role stops there and lists the builds its repository has."""
     notes = []
     for i, pool in enumerate(cluster.node_pools):
-        if pool.gpu is None:
+        if pool.gpu is None or pool.gpu.cuda:
             continue
-        path = f"kiln:cluster.nodePools[{i}].gpu"
-        pinned = ["driver", "nccl"] + (["cuda"] if pool.gpu.cuda else [])
-        if pool.gpu.fabric_manager:
-            pinned.append("fabricManager")
         notes.append(
             Problem(
-                f"{path}.{{{','.join(pinned)}}}",
-                "reserved: recorded, but no role installs or checks these yet "
-                "(certification still compares every node's driver and NCCL with its pool's)",
+                f"kiln:cluster.nodePools[{i}].gpu.cuda",
+                f"unset: NCCL {pool.gpu.nccl} comes in one build per CUDA release, so "
+                "provisioning will stop at the nccl role; set the CUDA release your jobs use "
+                "(e.g. 12.4)",
             )
         )
     return notes

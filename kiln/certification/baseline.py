@@ -33,7 +33,7 @@ BASELINE_SCHEMA_VERSION = 1
 
 #: Stack features a rule can require; a rule whose feature the stack lacks does
 #: not apply (a CPU lab has no GPU count to check), and is listed as such.
-Feature = Literal["slurm", "storage", "prometheus", "gpu", "multi-gpu", "rdma"]
+Feature = Literal["slurm", "storage", "prometheus", "gpu", "multi-gpu", "rdma", "dcgm"]
 #: Who a rule judges: the cluster as a whole, every host, every compute host, the
 #: compute hosts of GPU pools, or the hosts of pools with an RDMA fabric.
 Scope = Literal["cluster", "hosts", "computes", "gpu-computes", "rdma-hosts"]

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from kiln import preflight, ssh
-from kiln.config import Cluster
+from kiln.config import Cluster, GpuSettings
 
 #: Facts that change from run to run; never part of the identity facts.
 STATE_KEYS = (
     "torch", "transformers", "rdma_ports", "rdma_setup", "shared_fs", "slurm_state",
-    "prometheus_target",
+    "prometheus_target", "peermem", "dcgm_diag",
 )  # fmt: skip
 
 # POSIX sh, appended to kiln.preflight.FACTS_COMMAND. {mount} and {runtime} are
@@ -48,6 +48,17 @@ for p in /sys/class/infiniband/*/ports/*; do
   echo "rdma_port=$dev/$port $(cut -d' ' -f2 "$p/state" 2>/dev/null)" \
     "$(cut -d' ' -f1 "$p/rate" 2>/dev/null)Gbps $(cat "$p/link_layer" 2>/dev/null) ${{mtu:-?}}"
 done
+# GPUDirect RDMA: the peer-memory module NCCL needs to DMA between NIC and GPU.
+for m in nvidia_peermem nv_peer_mem; do
+  grep -q "^$m " /proc/modules 2>/dev/null && echo "peermem=$m"
+done
+# DCGM's quick diagnostic (deployment and software checks), where DCGM is installed
+# and a GPU answers; its exit status is the verdict, its failing lines the detail.
+if [ {diag} = 1 ] && command -v dcgmi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  out=$(timeout 45 dcgmi diag -r 1 2>&1); rc=$?
+  failing=$(printf '%s\n' "$out" | grep -i 'fail' | tr -s ' |' ' ' | head -n 5 | tr '\n' ';')
+  echo "dcgm_diag=$rc $failing"
+fi
 if [ -n {mount} ]; then
   fs=$(findmnt -n -o FSTYPE --mountpoint {mount} 2>/dev/null)
   echo "shared_fs=${{fs:-none}}"
@@ -77,12 +88,21 @@ class HostFacts:
 def state_command(cluster: Cluster, venv: str) -> str:
     """The state facts command for `cluster`, reading torch from the runtime's `venv`."""
     mount = cluster.storage.mount_point if cluster.storage.kind != "none" else ""
-    return _STATE_COMMAND.format(mount=shlex.quote(mount), runtime=shlex.quote(venv))
+    diag = int(dcgm_diag_wanted(cluster))
+    return _STATE_COMMAND.format(mount=shlex.quote(mount), runtime=shlex.quote(venv), diag=diag)
+
+
+def dcgm_diag_wanted(cluster: Cluster) -> bool:
+    """Whether preflight runs `dcgmi diag -r 1`: GPU pools whose stack installs DCGM."""
+    return cluster.monitoring.dcgm_exporter and any(p.gpu for p in cluster.node_pools)
 
 
 def parse_state(text: str) -> dict[str, Any]:
     """State facts from the `key=value` lines of the state command."""
-    out: dict[str, Any] = {"torch": None, "transformers": None, "rdma_ports": [], "shared_fs": None}
+    out: dict[str, Any] = {
+        "torch": None, "transformers": None, "rdma_ports": [], "shared_fs": None,
+        "peermem": None, "dcgm_diag": None,
+    }  # fmt: skip
     for line in text.splitlines():
         key, sep, value = line.partition("=")
         if not sep:
@@ -98,12 +118,21 @@ def parse_state(text: str) -> dict[str, Any]:
             )
         elif key == "shared_fs":
             out["shared_fs"] = value or None
+        elif key == "peermem":
+            out["peermem"] = value or None
+        elif key == "dcgm_diag":
+            code, _, failing = value.partition(" ")
+            out["dcgm_diag"] = {"exit": _int_or_none(code), "failing": failing.strip(" ;")}
     # What homogeneity compares about RDMA: each port's rate, link layer and MTU
     # (its up/down state is judged on its own, by preflight.rdma-ports).
     out["rdma_setup"] = [
         f"{p['port']} {p['rate']} {p['layer']} mtu {p['mtu']}" for p in out["rdma_ports"]
     ]
     return out
+
+
+def _int_or_none(text: str) -> int | None:
+    return int(text) if text.strip().lstrip("-").isdigit() else None
 
 
 def gather_host(target: ssh.SshTarget, command: str, timeout: float) -> HostFacts:
@@ -247,6 +276,19 @@ def measurements(
                 seen == gpu.per_node if seen is not None else None,
                 f"{seen} of {gpu.per_node} {gpu.model}" if seen is not None else "no nvidia-smi",
             )
+        if gpu and "compute" in host.roles:
+            _gpu_stack(add, host.name, f, gpu, pools[host.name].rdma.fabric)
+            if dcgm_diag_wanted(cluster):
+                diag = f.get("dcgm_diag")
+                failing = f": {diag['failing']}" if diag and diag["failing"] else ""
+                add(
+                    "preflight.dcgm_diag_passed",
+                    host.name,
+                    None if diag is None or diag["exit"] is None else diag["exit"] == 0,
+                    "dcgmi diag -r 1 did not run (no dcgmi, or nvidia-smi sees no GPU)"
+                    if diag is None
+                    else f"exit {diag['exit']}{failing}",
+                )
         if cluster.scheduler == "slurm" and "compute" in host.roles:
             state = slurm.get(host.name)
             add(
@@ -264,3 +306,55 @@ def measurements(
                 f"node_exporter target {health or 'not scraped'}",
             )
     return out
+
+
+def _gpu_stack(
+    add: Callable[..., None], host: str, facts: Mapping[str, Any], gpu: GpuSettings, fabric: str
+) -> None:
+    """Measurements of a GPU host's driver stack against its pool's pins.
+
+    Installed versions come from dpkg (a host without a GPU has them too); the
+    loaded driver from /proc, which differs from the installed one until a reboot."""
+    installed = facts.get("gpu_driver_installed")
+    wrong = []
+    for what, have, want in (
+        ("driver", installed, gpu.driver),
+        ("NCCL", facts.get("nccl"), gpu.nccl),
+        ("CUDA toolkit", facts.get("cuda"), gpu.cuda),
+        # Fabric manager runs only beside exactly its own driver version.
+        ("fabric manager", facts.get("fabricmanager"), gpu.driver if gpu.fabric_manager else None),
+    ):
+        if want is None:
+            continue
+        if have is None:
+            wrong.append(f"{what} not installed (pinned {want})")
+        elif not (have == want or have.startswith(want + ".")):
+            wrong.append(f"{what} {have}, pinned {want}")
+    add(
+        "preflight.gpu_stack_as_pinned",
+        host,
+        not wrong,
+        "; ".join(wrong) or f"driver {installed}, NCCL {facts.get('nccl')}",
+    )
+    loaded = facts.get("gpu_driver")
+    add(
+        "preflight.gpu_driver_loaded",
+        host,
+        None if loaded is None else loaded == installed,
+        "no NVIDIA driver loaded (/proc/driver/nvidia/version)"
+        if loaded is None
+        else f"loaded {loaded}, installed {installed}"
+        + ("" if loaded == installed else ": reboot to run the installed driver"),
+    )
+    module = facts.get("peermem")
+    add(
+        "preflight.gpudirect_loaded",
+        host,
+        fabric == "none" or module is not None,
+        "the pool has no RDMA fabric: GPUDirect RDMA is not used"
+        if fabric == "none"
+        else f"{module} loaded"
+        if module
+        else "neither nvidia_peermem nor nv_peer_mem is loaded: NCCL stages RDMA through "
+        "host memory",
+    )

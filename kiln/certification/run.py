@@ -93,6 +93,8 @@ def features(cluster: Cluster) -> frozenset[str]:
         have.add("multi-gpu")
     if any(p.rdma.fabric != "none" for p in cluster.node_pools):
         have.add("rdma")
+    if pre.dcgm_diag_wanted(cluster):
+        have.add("dcgm")
     return frozenset(have)
 
 

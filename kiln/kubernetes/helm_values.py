@@ -25,7 +25,9 @@ def gpu_operator_values(cluster: Cluster, driver_owner: DriverOwner) -> dict[str
     return {
         "nfd": {"enabled": False},  # node-feature-discovery is its own release
         "driver": driver,
-        "toolkit": {"enabled": True},
+        # The container toolkit goes with the driver: the operator's containers or the
+        # roles' host packages (container_toolkit), never both on one node.
+        "toolkit": {"enabled": operator_driver},
         "devicePlugin": {"enabled": True},
         "dcgmExporter": {
             "enabled": monitoring.dcgm_exporter,

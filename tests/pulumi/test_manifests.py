@@ -10,14 +10,13 @@ import jsonschema
 import kubernetes_validate
 import pulumi
 import pytest
-import yaml
 
 from components.mocks import PLAYBOOK, RELEASE, RecordingMonitor, Registration, settled
 from kiln.kubernetes import versions
 from kiln.kubernetes.certification_job import certification_run_name
 from kiln.kubernetes.kueue import QUEUE
 from tests.pulumi.crd_schemas import SCHEMAS
-from tests.pulumi.harness import build, roles_copy, stack_cluster
+from tests.pulumi.harness import build, stack_cluster
 
 pytestmark = pytest.mark.pulumi
 
@@ -114,36 +113,28 @@ def test_helm_charts_come_pinned_from_versions_py(monitor: RecordingMonitor):
     return settled(component).apply(check)
 
 
-def _with_driver_role(tmp: Path) -> Path:
-    """A roles tree whose site.yml installs the GPU driver with a role, as it will."""
-    roles = roles_copy(tmp)
-    (roles / "nvidia_driver" / "tasks").mkdir(parents=True)
-    (roles / "nvidia_driver" / "tasks" / "main.yml").write_text("---\n[]\n")
-    site = yaml.safe_load((roles / "site.yml").read_text())
-    site[0]["roles"].append({"role": "nvidia_driver"})
-    (roles / "site.yml").write_text(yaml.safe_dump(site))
-    return roles
-
-
 @pytest.mark.parametrize("owner", ["roles", "operator"])
 @pulumi.runtime.test
 def test_the_gpu_driver_has_exactly_one_owner(
     monitor: RecordingMonitor, tmp_path: Path, owner: str
 ):
-    roles = _with_driver_role(tmp_path)
-    component = build(monitor, stack_cluster("prod"), driver_owner=owner, roles_dir=roles)
+    component = build(monitor, stack_cluster("prod"), driver_owner=owner)
 
     def check(_):
         (operator,) = [r for r in monitor.of_type(RELEASE) if r.inputs["chart"] == "gpu-operator"]
         operator_installs = operator.inputs["values"]["driver"]["enabled"]
-        role_installs = {
-            r.urn: "nvidia_driver" in r.inputs["roles"]
+        (node_stage,) = [
+            r
             for r in monitor.of_type(PLAYBOOK)
             if r.inputs["stage"] == "node" and r.inputs["pool"] == "h100"
-        }
-        (roles_install,) = role_installs.values()
-        assert operator_installs != roles_install, (operator.urn, role_installs)
+        ]
+        roles_install = "nvidia_driver" in node_stage.inputs["roles"]
+        assert operator_installs != roles_install, (operator.urn, node_stage.inputs["roles"])
         assert operator_installs == (owner == "operator"), operator.urn
+        # The container toolkit follows the driver: the operator's or the roles', not both.
+        operator_toolkit = operator.inputs["values"]["toolkit"]["enabled"]
+        assert operator_toolkit == operator_installs, operator.urn
+        assert ("container_toolkit" in node_stage.inputs["roles"]) != operator_toolkit
         if owner == "operator":
             assert operator.inputs["values"]["driver"]["version"] == "550.127.08", operator.urn
 

@@ -7,6 +7,7 @@ import ipaddress
 from pathlib import Path
 
 import pytest
+import yaml
 
 from kiln.config import PulumiSecret
 from kiln.stack import ConfigError, cluster_from_document, load_stack
@@ -362,11 +363,15 @@ def test_a_service_pool_without_compute_hosts_is_not_a_partition():
     assert [h.roles for h in cluster.node_pools[0].hosts] == [["controller"]]
 
 
-def test_config_check_says_which_pinned_versions_nothing_acts_on_yet():
-    # A pinned driver that no role installs must not look enforced.
-    run = kiln_cli("config", "check", "--stack", "staging")
+def test_config_check_warns_of_a_gpu_pool_whose_nccl_build_cannot_be_chosen(tmp_path):
+    # Valid, but the nccl role would stop later: said at check time, exit still 0.
+    staging = kiln_cli("config", "check", "--stack", "staging")
+    assert staging.returncode == 0 and "note:" not in staging.stdout, staging.stdout
+    document = yaml.safe_load((STACKS / "Pulumi.staging.yaml").read_text())
+    del document["config"]["kiln:cluster"]["nodePools"][1]["gpu"]["cuda"]
+    (tmp_path / "Pulumi.nocuda.yaml").write_text(yaml.safe_dump(document))
+    run = kiln_cli("config", "check", "--stack", "nocuda", "--stacks-dir", str(tmp_path))
     assert run.returncode == 0, run.stderr
     text = " ".join(run.stdout.split())
-    assert "kiln:cluster.nodePools[1].gpu.{driver,nccl,cuda,fabricManager}: reserved" in text
-    lab = kiln_cli("config", "check", "--stack", "lab")
-    assert lab.returncode == 0 and "reserved" not in lab.stdout
+    assert "note: kiln:cluster.nodePools[1].gpu.cuda: unset" in text, text
+    assert "set the CUDA release your jobs use" in text

@@ -51,11 +51,11 @@ def test_renaming_a_file_changes_the_digest(roles: Path):
 
 
 def test_a_missing_role_is_reported_and_counted(roles: Path):
-    assert missing_roles(roles, ["base", "nvidia_driver"]) == ["nvidia_driver"]
-    without = roles_digest(roles, ["base", "nvidia_driver"])
-    (roles / "nvidia_driver" / "tasks").mkdir(parents=True)
-    (roles / "nvidia_driver" / "tasks" / "main.yml").write_text("[]\n")
-    assert roles_digest(roles, ["base", "nvidia_driver"]) != without
+    assert missing_roles(roles, ["base", "site_extra"]) == ["site_extra"]
+    without = roles_digest(roles, ["base", "site_extra"])
+    (roles / "site_extra" / "tasks").mkdir(parents=True)
+    (roles / "site_extra" / "tasks" / "main.yml").write_text("[]\n")
+    assert roles_digest(roles, ["base", "site_extra"]) != without
 
 
 def _staging(**changes):

@@ -80,7 +80,14 @@ def test_excluded_roles_are_dropped_and_empty_plays_vanish():
 def test_roles_another_owner_runs_are_excluded():
     prod = load_stack("prod", REPO / "stacks")
     staging = load_stack("staging", REPO / "stacks")
-    assert excluded_roles(prod, "operator") == {"nvidia_driver", "prometheus", "dcgm_exporter"}
+    assert excluded_roles(prod, "operator") == {
+        "nvidia_driver",
+        "fabricmanager",
+        "gpudirect",
+        "container_toolkit",
+        "prometheus",
+        "dcgm_exporter",
+    }
     assert excluded_roles(prod, "roles") == {"prometheus", "dcgm_exporter"}
     assert excluded_roles(staging, "roles") == set()
     with pytest.raises(UsageError, match="only with scheduler: kubernetes"):
