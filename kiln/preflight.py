@@ -78,7 +78,8 @@ _GPU_PACKAGES = (
 _GIB_IN_KIB = 1024 * 1024
 
 
-def _int(value: str | None) -> int | None:
+def int_or_none(value: str | None) -> int | None:
+    """An integer fact, or None where it is absent or not a number."""
     try:
         return int(value) if value else None
     except ValueError:
@@ -87,10 +88,7 @@ def _int(value: str | None) -> int | None:
 
 def _nccl_version(value: str | None) -> str | None:
     # dpkg says "2.21.5-1+cuda12.4", the library file name "2.21.5".
-    if not value:
-        return None
-    version = value.split("-", 1)[0].strip()
-    return version or None
+    return (_upstream(value.strip()) or None) if value else None
 
 
 def _upstream(version: str) -> str:
@@ -125,17 +123,17 @@ def parse_facts(text: str) -> dict[str, Any]:
             packages.append(value.strip())
         elif sep:
             raw[key.strip()] = value.strip()
-    memory_kib = _int(raw.get("memory_kib"))
+    memory_kib = int_or_none(raw.get("memory_kib"))
     return {
         "hostname": raw.get("hostname") or None,
         "machine_id": raw.get("machine_id") or None,
         "kernel": raw.get("kernel") or None,
         "arch": raw.get("arch") or None,
         "os": raw.get("os") or None,
-        "cpus": _int(raw.get("cpus")),
+        "cpus": int_or_none(raw.get("cpus")),
         "memory_gib": round(memory_kib / _GIB_IN_KIB) if memory_kib else None,
         # No nvidia-smi: GPUs unknown (None), not zero; nvidia-smi with none: 0.
-        "gpus": _int(raw.get("gpus")),
+        "gpus": int_or_none(raw.get("gpus")),
         "gpu_model": raw.get("gpu_model") or None,
         "gpu_driver": raw.get("gpu_driver") or None,
         "nccl": _nccl_version(raw.get("nccl")),

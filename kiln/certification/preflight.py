@@ -122,17 +122,13 @@ def parse_state(text: str) -> dict[str, Any]:
             out["peermem"] = value or None
         elif key == "dcgm_diag":
             code, _, failing = value.partition(" ")
-            out["dcgm_diag"] = {"exit": _int_or_none(code), "failing": failing.strip(" ;")}
+            out["dcgm_diag"] = {"exit": preflight.int_or_none(code), "failing": failing.strip(" ;")}
     # What homogeneity compares about RDMA: each port's rate, link layer and MTU
     # (its up/down state is judged on its own, by preflight.rdma-ports).
     out["rdma_setup"] = [
         f"{p['port']} {p['rate']} {p['layer']} mtu {p['mtu']}" for p in out["rdma_ports"]
     ]
     return out
-
-
-def _int_or_none(text: str) -> int | None:
-    return int(text) if text.strip().lstrip("-").isdigit() else None
 
 
 def gather_host(target: ssh.SshTarget, command: str, timeout: float) -> HostFacts:
