@@ -22,7 +22,6 @@ from kiln import certify, config, keyfiles
 from kiln.deployment import DeploymentPlan, PlannedStage, StageKey, plan_deployment
 from kiln.drift import digest
 from kiln.kubernetes import versions
-from kiln.plays import DriverOwner
 from kiln.provision import ROLES_DIR
 
 
@@ -34,8 +33,6 @@ class ClusterArgs:
     """The validated stack config (`kiln.stack.cluster_from_keys`)."""
     kubeconfig: pulumi.Input[str] | None = None
     """Kubernetes stacks: the kubeconfig of the cluster, a Pulumi secret (`kiln:kubeconfig`)."""
-    driver_owner: DriverOwner = "roles"
-    """Who installs the GPU driver: the `nvidia_driver` role or the GPU Operator, never both."""
     certifier: certify.Certifier = certify.certify
     """Runs the validation suite; `kiln.certify.certify` is the integration seam."""
     validation_image: str = versions.VALIDATION_IMAGE
@@ -47,7 +44,6 @@ class ClusterArgs:
         """The stages to build; UsageError for what cannot be built (before any resource)."""
         return plan_deployment(
             self.cluster,
-            self.driver_owner,
             has_kubeconfig=self.kubeconfig is not None,
             roles_dir=self.roles_dir,
             validation_image=self.validation_image,
@@ -175,9 +171,7 @@ class _Stages:
         plan = self.plan
         return Provisioning(
             name,
-            ProvisioningArgs(
-                plan.cluster, self.node_pools, self.secret_keys, plan.roles_dir, plan.driver_owner
-            ),
+            ProvisioningArgs(plan.cluster, self.node_pools, self.secret_keys, plan.roles_dir),
             self.child,
         )
 
@@ -195,7 +189,6 @@ class _Stages:
             secrets=self.playbook_secrets,
             kubernetes=self.kubernetes,
             roles_dir=self.plan.roles_dir,
-            driver_owner=self.plan.driver_owner,
         )
 
     def _platform(self, name: str, stage: PlannedStage) -> PlatformServices:
@@ -209,7 +202,6 @@ class _Stages:
                 self.provisioning_hash,
                 self.nodes.apply(lambda nodes: {h: n["facts"] for h, n in nodes.items()}),
                 depends_on=self.after(stage),
-                driver_owner=self.plan.driver_owner,
                 validation_image=self.plan.validation_image,
             ),
             self.child,

@@ -15,7 +15,6 @@ from kiln.kubernetes import helm_values, objects, versions
 from kiln.kubernetes.certification_job import certification_job
 from kiln.kubernetes.kueue import kueue_objects
 from kiln.kubernetes.pools import gpu_pools, rdma_pools
-from kiln.plays import DriverOwner
 
 
 @dataclass
@@ -32,8 +31,6 @@ class PlatformServicesArgs:
     """Preflight facts by host name (Kueue's CPU and memory quota)."""
     depends_on: Sequence[pulumi.Resource] = field(default_factory=list)
     """What must be in place first: provisioning, and monitoring (its CRDs)."""
-    driver_owner: DriverOwner = "roles"
-    """`roles`: the nvidia_driver role installed it, the operator's driver is off."""
     validation_image: str = versions.VALIDATION_IMAGE
     """Image of the certification Job (validation/ with torch)."""
 
@@ -79,7 +76,7 @@ class PlatformServices(pulumi.ComponentResource):
                 f"{name}-gpu-operator",
                 versions.GPU_OPERATOR,
                 namespace("gpu", "gpu-operator", privileged=True),
-                helm_values.gpu_operator_values(cluster, args.driver_owner),
+                helm_values.gpu_operator_values(cluster),
                 after(nfd),
                 # An operator-owned driver is compiled on every node before it is ready.
                 timeout_s=1800,

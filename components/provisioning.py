@@ -14,7 +14,6 @@ from components.providers import MungeKey, Playbook
 from kiln import config
 from kiln.config import Cluster
 from kiln.drift import digest, playbook_inputs
-from kiln.plays import DriverOwner
 from kiln.provision import ROLES_DIR
 
 
@@ -57,8 +56,6 @@ class ProvisioningArgs:
     """Static pools' SSH private keys by pool name, as a Pulumi secret."""
     roles_dir: Path = ROLES_DIR
     """The roles tree hashed and applied (tests point it at a copy)."""
-    driver_owner: DriverOwner = "roles"
-    """Who installs the GPU driver: the `nvidia_driver` role, or the GPU Operator."""
 
 
 class Provisioning(pulumi.ComponentResource):
@@ -91,7 +88,7 @@ class Provisioning(pulumi.ComponentResource):
         ordered = servers + [p for p in cluster.node_pools if not _serves(p)]
         for pool in ordered:
             node_pool = args.node_pools[pool.name]
-            inputs = playbook_inputs(cluster, "node", args.roles_dir, pool, args.driver_owner)
+            inputs = playbook_inputs(cluster, "node", args.roles_dir, pool)
             warn_missing(f"{name}-{pool.name}", inputs)
             first = [] if _serves(pool) else [self.runs[p.name] for p in servers]
             self.runs[pool.name] = Playbook(

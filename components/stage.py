@@ -14,7 +14,7 @@ from components.providers import Playbook
 from components.provisioning import warn_missing
 from kiln.config import Cluster
 from kiln.drift import playbook_inputs
-from kiln.plays import DriverOwner, Stage
+from kiln.plays import Stage
 from kiln.provision import ROLES_DIR
 
 
@@ -34,13 +34,11 @@ class StageArgs:
     """Kubernetes stacks: the provider and Kiln namespace for the stage's resources."""
     roles_dir: Path = ROLES_DIR
     """The roles tree hashed and applied."""
-    driver_owner: DriverOwner = "roles"
-    """Who installs the GPU driver (decides which roles the plays exclude)."""
 
 
 def stage_playbook(parent: pulumi.Resource, name: str, args: StageArgs, stage: Stage) -> Playbook:
     """A Playbook running `stage`'s roles on every host (storage, monitoring)."""
-    inputs = playbook_inputs(args.cluster, stage, args.roles_dir, None, args.driver_owner)
+    inputs = playbook_inputs(args.cluster, stage, args.roles_dir)
     warn_missing(name, inputs)
     if not inputs["plays"]:
         pulumi.log.warn(

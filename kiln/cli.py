@@ -65,9 +65,10 @@ def reports_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _load(stack: str, stacks_dir: Path | None) -> Cluster:
+def _load(stack: str, stacks_dir: Path | None, reach: bool = True) -> Cluster:
+    """The stack, checked; with `reach` also that this machine can log in to its hosts."""
     cluster = load_stack(stack, stacks_dir)
-    problems = check_key_files(cluster)
+    problems = check_key_files(cluster, reach=reach)
     if problems:
         raise ConfigError(f"stack {stack}", problems)
     return cluster
@@ -77,7 +78,7 @@ def _load(stack: str, stacks_dir: Path | None) -> Cluster:
 @reports_errors
 def config_check(stack: StackOpt, stacks_dir: StacksDirOpt = None) -> None:
     """Validate a stack file; list every problem with its key path."""
-    cluster = _load(stack, stacks_dir)
+    cluster = _load(stack, stacks_dir, reach=False)
     if cluster.certification.baseline:
         from kiln.certification import baseline
 
@@ -301,7 +302,10 @@ def certify_cmd(
     from kiln.certification.run import Request, certify_stack
     from kiln.certify import default_out_dir
 
-    cluster = _load(stack, stacks_dir)
+    # Kubernetes stacks are refused (certify_stack) before the SSH keys they do not use.
+    cluster = _load(stack, stacks_dir, reach=False)
+    if cluster.scheduler != "kubernetes":
+        _load(stack, stacks_dir, reach=True)
     out_path = out_dir or default_out_dir(cluster.name)
     phases = tuple(p.strip() for p in only.split(",") if p.strip()) if only else None
     request = Request(stack, out_path, profile, phases, compare, publish=publish)

@@ -119,6 +119,13 @@ class SshSettings(_Model):
         description=f"known_hosts lines or a file path (default {DEFAULT_KNOWN_HOSTS}); "
         "hosts are verified.",
     )
+    host_key_policy: Literal["strict", "trust-on-first-use"] = Field(
+        default="strict",
+        description="strict: a host whose key is not in knownHosts is refused; "
+        "trust-on-first-use: such a host's key is learnt on first contact and recorded in "
+        "Kiln's state (never in knownHosts), said by fingerprint, and verified ever after. "
+        "A changed key stops that host under either policy.",
+    )
 
 
 class GpuSettings(_Model):
@@ -221,6 +228,25 @@ class StorageSettings(_Model):
         return self
 
 
+class BasicAuth(_Model):
+    """HTTP basic auth in front of the exporters and Prometheus (their web config files)."""
+
+    user: str = Field(default="kiln", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    password: Secret | None = Field(
+        default=None, description="The password, as a Pulumi secret (pulumi up)."
+    )
+    password_file: str | None = Field(
+        default=None, description="Path of a file holding the password (CLI use)."
+    )
+
+
+class WebTls(_Model):
+    """TLS for the exporters and Prometheus: PEM files on the machine that provisions."""
+
+    certificate_file: str
+    key_file: str
+
+
 class MonitoringSettings(_Model):
     """Metrics collection."""
 
@@ -228,6 +254,8 @@ class MonitoringSettings(_Model):
     node_exporter: bool = True
     dcgm_exporter: bool = False
     retention: str = Field(default="15d", pattern=r"^\d+[hdwy]$")
+    basic_auth: BasicAuth | None = None
+    tls: WebTls | None = None
 
 
 _SIZE = r"^\d+[KMG]?$"
@@ -362,6 +390,16 @@ class Cluster(_Model):
     scheduler: Literal["slurm", "kubernetes"] = "slurm"
     certification: CertificationSettings = Field(default_factory=CertificationSettings)
     provisioning: ProvisioningSettings = Field(default_factory=ProvisioningSettings)
+    management_network: ipaddress.IPv4Network | None = Field(
+        default=None,
+        description="The network node_exporter, dcgm-exporter and Prometheus listen on: each "
+        "host binds to its own address in it (default: the host's address in the stack).",
+    )
+    gpu_driver_owner: Literal["roles", "operator"] = Field(
+        default="roles",
+        description="Who installs the GPU driver (with fabric manager, nvidia-peermem and the "
+        "container toolkit): Kiln's roles, or the GPU Operator (scheduler kubernetes only).",
+    )
 
     @property
     def hosts(self) -> list[Host]:

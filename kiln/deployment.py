@@ -26,6 +26,7 @@ from kiln.errors import UsageError
 from kiln.kubernetes.versions import VALIDATION_IMAGE
 from kiln.plays import DriverOwner, Stage
 from kiln.provision import ROLES_DIR
+from kiln.stack import cross_checks, deployment_problems
 
 StageKey = Literal["node", "storage", "monitoring", "platform", "certification"]
 
@@ -53,14 +54,17 @@ class DeploymentPlan:
     """The stages of one stack's deployment, and the plain inputs the components share."""
 
     cluster: Cluster
-    driver_owner: DriverOwner
-    """Who installs the GPU driver: the `nvidia_driver` role or the GPU Operator."""
     roles_dir: Path
     """The roles tree hashed and applied."""
     validation_image: str
     """Kubernetes stacks: the image of the certification Job."""
     stages: tuple[PlannedStage, ...]
     """In the order they are built; a stage's `after` names only earlier ones."""
+
+    @property
+    def driver_owner(self) -> DriverOwner:
+        """Who installs the GPU driver: the `nvidia_driver` role or the GPU Operator."""
+        return self.cluster.gpu_driver_owner
 
     @property
     def kubernetes(self) -> bool:
@@ -75,14 +79,13 @@ class DeploymentPlan:
 
 def plan_deployment(
     cluster: Cluster,
-    driver_owner: DriverOwner = "roles",
     *,
     has_kubeconfig: bool = False,
     roles_dir: Path = ROLES_DIR,
     validation_image: str = VALIDATION_IMAGE,
 ) -> DeploymentPlan:
     """The stages `pulumi up` builds for `cluster`; UsageError for what it cannot build."""
-    check_deployment(cluster, driver_owner, has_kubeconfig)
+    check_deployment(cluster, has_kubeconfig)
     stages = [PlannedStage("node", "provisioning", "node", after=())]
     if cluster.storage.kind != "none":
         stages.append(PlannedStage("storage", "storage", "storage", after=("node",)))
@@ -94,26 +97,15 @@ def plan_deployment(
     if cluster.scheduler == "kubernetes":
         stages.append(PlannedStage("platform", "platform", None, after=_keys(stages)))
     stages.append(PlannedStage("certification", "certification", None, after=_keys(stages)))
-    return DeploymentPlan(cluster, driver_owner, roles_dir, validation_image, tuple(stages))
+    return DeploymentPlan(cluster, roles_dir, validation_image, tuple(stages))
 
 
-def check_deployment(cluster: Cluster, driver_owner: str, has_kubeconfig: bool) -> None:
-    """What the program cannot build, said before any resource is registered."""
-    lab_pools = [p.name for p in cluster.lab_pools]
-    if len(lab_pools) > 1:
-        raise UsageError(
-            f"kiln:cluster.nodePools: {', '.join(lab_pools)} are all lab pools; a stack has one "
-            "lab (one id, bridge and subnet), so `pulumi up` takes one lab pool: merge them"
-        )
-    if cluster.scheduler == "kubernetes" and not has_kubeconfig:
-        raise UsageError(
-            "scheduler kubernetes needs the cluster's kubeconfig: "
-            "pulumi config set --secret kiln:kubeconfig < kubeconfig.yaml"
-        )
-    if driver_owner not in ("roles", "operator"):
-        raise UsageError(f"GPU driver owner {driver_owner!r}: expected roles or operator")
-    if driver_owner == "operator" and cluster.scheduler != "kubernetes":
-        raise UsageError("the GPU Operator can own the driver only with scheduler: kubernetes")
+def check_deployment(cluster: Cluster, has_kubeconfig: bool) -> None:
+    """What the program cannot build, said before any resource is registered: the same
+    rules `kiln config check` applies (`kiln.stack`), not a second copy of them."""
+    problems = cross_checks(cluster) + deployment_problems(cluster, has_kubeconfig)
+    if problems:
+        raise UsageError("; ".join(str(p) for p in problems))
 
 
 def _keys(stages: list[PlannedStage]) -> tuple[StageKey, ...]:

@@ -21,7 +21,6 @@ from kiln.cluster_spec import cluster_spec
 from kiln.config import Cluster, NodePool
 from kiln.inventory import cluster_vars, pool_vars
 from kiln.plays import (
-    DriverOwner,
     Stage,
     excluded_roles,
     load_site,
@@ -84,10 +83,9 @@ def playbook_inputs(
     stage: Stage,
     roles_dir: Path,
     pool: NodePool | None = None,
-    driver_owner: DriverOwner = "roles",
 ) -> dict[str, Any]:
     """The non-secret inputs of one Playbook resource (a stage on one pool, or on all hosts)."""
-    plays = stage_play(load_site(roles_dir), stage, excluded_roles(cluster, driver_owner))
+    plays = stage_play(load_site(roles_dir), stage, excluded_roles(cluster))
     roles = sorted(role_closure(roles_in(plays), roles_dir))
     pools = [pool] if pool else cluster.node_pools
     variables = {

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kiln.config import DEFAULT_KNOWN_HOSTS, Cluster, NodePool
+from pydantic import SecretStr
+
+from kiln import host_trust, secrets
+from kiln.config import Cluster, NodePool
 from kiln.errors import UsageError
 from kiln.runtime_bundle import REQUIREMENTS, bundle_path
 from kiln.ssh import SshTarget
@@ -36,23 +39,27 @@ def access_for(cluster: Cluster) -> Access:
     for pool in cluster.node_pools:
         if pool.provider != "static":
             continue
-        if pool.ssh.private_key_path is None:
-            raise UsageError(
-                f"pool {pool.name}: the CLI needs ssh.privateKeyPath, the key file "
-                "(ssh.privateKey is a Pulumi secret only `pulumi up` can decrypt); both may be "
-                "set, each tool uses its own"
-            )
-        known = pool.ssh.known_hosts or DEFAULT_KNOWN_HOSTS
+        key_file = _cli_key_file(cluster, pool)
+        known = host_trust.known_hosts_file(cluster, pool)
         for host in pool.hosts:
             targets[host.name] = SshTarget(
-                host.name,
-                str(host.address),
-                pool.ssh.user,
-                Path(pool.ssh.private_key_path).expanduser(),
-                Path(known).expanduser(),
-                pool.ssh.port,
+                host.name, str(host.address), pool.ssh.user, key_file, known, pool.ssh.port
             )
     return Access(targets)
+
+
+def _cli_key_file(cluster: Cluster, pool: NodePool) -> Path:
+    """The key file this machine logs in to `pool` with: `privateKeyPath`, or a clear
+    `privateKey` kept in the cluster's secret store (0600 under a 0700 directory)."""
+    if pool.ssh.private_key_path is not None:
+        return Path(pool.ssh.private_key_path).expanduser()
+    if isinstance(pool.ssh.private_key, SecretStr):
+        return secrets.ssh_key_file(cluster.name, pool.name, pool.ssh.private_key)
+    raise UsageError(
+        f"pool {pool.name}: the CLI needs ssh.privateKeyPath, the key file "
+        "(ssh.privateKey is a Pulumi secret only `pulumi up` can decrypt); both may be "
+        "set, each tool uses its own"
+    )
 
 
 def pool_vars(cluster: Cluster, pool: NodePool) -> dict[str, Any]:

@@ -20,7 +20,7 @@ Operator owns it, and Prometheus / DCGM exporter on Kubernetes
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -62,21 +62,20 @@ def role_name(entry: str | Mapping[str, Any]) -> str:
     return str(entry.get("role") or entry.get("name"))
 
 
-def load_site(roles_dir: Path) -> list[dict[str, Any]]:
-    """The plays of `site.yml` in `roles_dir`."""
-    plays = yaml.safe_load((roles_dir / "site.yml").read_text()) or []
+def load_site(roles_dir: Path, name: str = "site.yml") -> list[dict[str, Any]]:
+    """The plays of `site.yml` (or the playbook `name`) in `roles_dir`."""
+    plays = yaml.safe_load((roles_dir / name).read_text()) or []
     for play in plays:
         if "import_playbook" in play or "ansible.builtin.import_playbook" in play:
             raise UsageError("site.yml: import_playbook is not supported; list the plays inline")
     return plays
 
 
-def excluded_roles(cluster: Cluster, driver_owner: DriverOwner = "roles") -> frozenset[str]:
-    """Roles another owner runs in this stack, so the roles must not."""
+def excluded_roles(cluster: Cluster) -> frozenset[str]:
+    """Roles another owner runs in this stack, so the roles must not (`kiln provision` and
+    `pulumi up` alike). That the operator comes only with Kubernetes is `kiln.stack`'s rule."""
     excluded = set()
-    if driver_owner == "operator":
-        if cluster.scheduler != "kubernetes":
-            raise UsageError("the GPU Operator can own the driver only with scheduler: kubernetes")
+    if cluster.gpu_driver_owner == "operator":
         # The operator's driver container brings fabric manager and nvidia-peermem,
         # and its toolkit container the container runtime hook.
         excluded |= OPERATOR_OWNS
@@ -102,10 +101,24 @@ def stage_play(
     is storage); other tasks belong to the node stage.
     """
     excluded = set(exclude)
+    return _keep_roles(
+        site,
+        lambda role: role not in excluded and (stage_of(role) if role else "node") == stage,
+    )
 
-    def wanted(role: str | None) -> bool:
-        return role not in excluded and (stage_of(role) if role else "node") == stage
 
+def site_without(site: Iterable[Mapping[str, Any]], exclude: Iterable[str]) -> list[dict[str, Any]]:
+    """Every play of `site`, less the roles in `exclude`: what `kiln provision` applies
+    when another owner runs some roles (`excluded_roles`), as `pulumi up` does."""
+    excluded = set(exclude)
+    return _keep_roles(site, lambda role: role not in excluded)
+
+
+def _keep_roles(
+    site: Iterable[Mapping[str, Any]], wanted: Callable[[str | None], bool]
+) -> list[dict[str, Any]]:
+    """The plays of `site` with only the roles (and role-importing tasks) `wanted` keeps;
+    a play's hosts, vars and conditions stay; plays left empty are dropped."""
     plays = []
     for play in site:
         roles = [entry for entry in play.get("roles", []) if wanted(role_name(entry))]

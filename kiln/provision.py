@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import ansible_runner
+import yaml
 
-from kiln import secrets
+from kiln import host_trust, secrets
 from kiln.config import Cluster
-from kiln.errors import UsageError
+from kiln.errors import KilnError, UsageError
 from kiln.inventory import access_for, build_inventory
 from kiln.paths import state_root
 from kiln.runtime_bundle import ensure_bundle
@@ -100,7 +101,11 @@ def provision(
         raise UsageError(f"--limit: no such host(s) {', '.join(unknown)} in stack {cluster.name}")
     targets = sorted(limit) if limit else [h.name for h in cluster.hosts]
     ensure_bundle()  # the validation suite's archive the inventory names
-    inventory = build_inventory(cluster, access_for(cluster))
+    access = access_for(cluster)
+    # Host keys first: a host whose key changed (or, under a strict policy, is
+    # unknown) is stopped by name before Ansible logs in anywhere; the others go on.
+    stopped = host_trust.vet(cluster, {n: access.targets[n] for n in targets}, on_event)
+    inventory = build_inventory(cluster, access)
     # Cluster secrets (the munge key) come from this machine's secret store unless
     # the caller brings them (Pulumi, from stack state). They travel only as extra
     # vars: ansible-runner keeps those in its private run directory (0700, deleted
@@ -113,6 +118,12 @@ def provision(
     base = state_root() / "provision" / cluster.name
     base.mkdir(parents=True, exist_ok=True)
     result = ProvisionResult(check=check)
+    for name, why in sorted(stopped.items()):
+        result.hosts[name] = HostSummary(unreachable=1)
+        result.errors.append(why)
+    targets = [name for name in targets if name not in stopped]
+    if not targets:
+        return result
 
     def handle(event: dict[str, Any]) -> bool:
         data = event.get("event_data", {})
@@ -135,6 +146,7 @@ def provision(
         return True  # keep the event in the artifacts
 
     with tempfile.TemporaryDirectory(dir=base, prefix="run-") as private:
+        playbook = _without_excluded_roles(cluster, playbook, Path(private))
         runner = ansible_runner.run(
             private_data_dir=private,
             artifact_dir=str(base / "artifacts"),
@@ -165,7 +177,9 @@ def provision(
             },
         )
         result.artifacts = Path(runner.config.artifact_dir)
-        _scrub_environment(result.artifacts)
+        scrubbed = _scrub_environment(result.artifacts)
+        if scrubbed:
+            result.errors.append(scrubbed)
         stats = runner.stats or {}
     for name in targets:
         result.hosts[name] = HostSummary(
@@ -187,6 +201,21 @@ def provision(
             f"(see {result.artifacts})"
         )
     return result
+
+
+def _without_excluded_roles(cluster: Cluster, playbook: Path, directory: Path) -> Path:
+    """`playbook`, or a copy of it in `directory` without the roles another owner runs in
+    this stack (`kiln.plays.excluded_roles`: the GPU Operator's driver, Kubernetes'
+    monitoring), so `kiln provision` applies what `pulumi up` applies."""
+    from kiln.plays import excluded_roles, load_site, site_without
+
+    excluded = excluded_roles(cluster)
+    if not excluded:
+        return playbook
+    plays = site_without(load_site(playbook.parent, playbook.name), excluded)
+    applied = directory / f"kiln-{playbook.name}"
+    applied.write_text(yaml.safe_dump(plays, sort_keys=False))
+    return applied
 
 
 def strategy_env(mitogen: bool) -> dict[str, str]:
@@ -215,17 +244,33 @@ def batch_vars(cluster: Cluster) -> dict[str, Any]:
     }
 
 
-def _scrub_environment(artifacts: Path) -> None:
+def _scrub_environment(artifacts: Path) -> str | None:
     """Drop the environment ansible-runner records in the `command` artifact.
 
     It copies this process's whole environment there: cloud credentials and
     Pulumi tokens of whoever ran `pulumi up` would sit on disk for every run.
+    A record that cannot be scrubbed is deleted, and that is said: a cleanup that
+    protects secrets never fails quietly and never leaves the secret behind.
     """
     command = artifacts / "command"
+    if not command.exists():
+        return None
     try:
         record = json.loads(command.read_text())
-    except (OSError, ValueError):
-        return
-    if isinstance(record, dict) and "env" in record:
-        record["env"] = {"note": "removed by kiln: the environment may hold secrets"}
-        command.write_text(json.dumps(record))
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+        if "env" in record:
+            record["env"] = {"note": "removed by kiln: the environment may hold secrets"}
+            command.write_text(json.dumps(record))
+    except (OSError, ValueError) as exc:
+        command.unlink(missing_ok=True)
+        if command.exists():
+            raise KilnError(
+                f"{command}: cannot remove the environment ansible-runner recorded there "
+                f"({exc}), nor the file: delete it by hand, it may hold secrets"
+            ) from None
+        return (
+            f"{command}: could not scrub the environment from it ({type(exc).__name__}); "
+            "the file was deleted so no secret stays on disk"
+        )
+    return None

@@ -26,6 +26,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from kiln.config import Cluster
 from kiln.errors import KilnError
 from kiln.paths import state_root
@@ -88,6 +90,28 @@ def rotate_munge_key(cluster_name: str) -> bytes:
         path.unlink()
     _write_new_key(path, os.urandom(MUNGE_KEY_BYTES))
     return read_munge_key(cluster_name)
+
+
+def ssh_key_file(cluster_name: str, pool_name: str, key: SecretStr) -> Path:
+    """A pool's SSH key given as a clear value, as the file ssh and Ansible need.
+
+    Kept in the cluster's secret store (file 0600, directory 0700), rewritten only
+    when the value changes, so every tool of a run reads the same file.
+    """
+    path = secrets_dir(cluster_name) / "ssh" / f"{pool_name}.key"
+    text = key.get_secret_value()
+    text = text if text.endswith("\n") else text + "\n"
+    if path.is_file() and path.read_text() == text:
+        return path
+    for directory in (path.parent.parent.parent, path.parent.parent, path.parent):
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        directory.chmod(0o700)
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(partial, path)
+    return path
 
 
 def provision_vars(cluster: Cluster, given: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -7,24 +7,26 @@ so they can never disagree on what a valid stack is.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
-from kiln.config import Cluster, Host, LabSettings
+from kiln.config import DEFAULT_KNOWN_HOSTS, Cluster, Host, LabSettings
+from kiln.keyfiles import is_known_hosts_lines
 
 KEY_PREFIX = "kiln:"
 # Top-level keys Pulumi itself writes into stack files; anything else is a typo.
 _PULUMI_STACK_KEYS = {"config", "secretsprovider", "encryptedkey", "encryptionsalt", "environment"}
 # The only `kiln:*` config keys; an unknown one is an error, not ignored.
-# `kubeconfig` (a Pulumi secret, Kubernetes stacks) and `gpuDriverOwner` are read
-# by the Pulumi program beside the cluster model.
-_KILN_KEYS = {"cluster", "kubeconfig", "gpuDriverOwner"}
-_DRIVER_OWNERS = ("roles", "operator")
+# `kubeconfig` (a Pulumi secret, Kubernetes stacks) sits beside the cluster model:
+# it is a whole file, set with `pulumi config set --secret kiln:kubeconfig < file`.
+_KILN_KEYS = {"cluster", "kubeconfig"}
+# Keys that have moved into the cluster model, and where to.
+_MOVED_KEYS = {"gpuDriverOwner": "kiln:cluster.gpuDriverOwner"}
 # Lab hosts without an explicit address get one from here up, in file order.
 _FIRST_LAB_HOST = 10
 
@@ -113,16 +115,22 @@ def cluster_from_document(document: Any, source: str) -> Cluster:
 def cluster_from_keys(keys: Mapping[str, Any], source: str) -> Cluster:
     """Validate the `kiln:*` keys (without prefix), e.g. from `pulumi.Config("kiln")`."""
     problems = [
-        Problem(f"{KEY_PREFIX}{key}", f"unknown key (expected one of {sorted(_KILN_KEYS)})")
+        Problem(
+            f"{KEY_PREFIX}{key}",
+            f"moved: set {_MOVED_KEYS[key]} instead"
+            if key in _MOVED_KEYS
+            else f"unknown key (expected one of {sorted(_KILN_KEYS)})",
+        )
         for key in keys
         if key not in _KILN_KEYS
     ]
-    owner = keys.get("gpuDriverOwner", "roles")
-    if owner not in _DRIVER_OWNERS:
+    kubeconfig = keys.get("kubeconfig")
+    if kubeconfig is not None and not _is_secret_value(kubeconfig):
         problems.append(
             Problem(
-                f"{KEY_PREFIX}gpuDriverOwner",
-                f"must be one of {list(_DRIVER_OWNERS)}: who installs the GPU driver",
+                f"{KEY_PREFIX}kubeconfig",
+                "must be the kubeconfig as a Pulumi secret: "
+                "pulumi config set --secret kiln:kubeconfig < kubeconfig.yaml",
             )
         )
     if "cluster" not in keys:
@@ -135,9 +143,33 @@ def cluster_from_keys(keys: Mapping[str, Any], source: str) -> Cluster:
         raise ConfigError(source, problems) from None
     cluster = _assign_lab_addresses(cluster)
     problems += cross_checks(cluster)
+    problems += deployment_problems(cluster, has_kubeconfig=kubeconfig is not None)
     if problems:
         raise ConfigError(source, problems)
     return cluster
+
+
+def _is_secret_value(value: Any) -> bool:
+    """A kubeconfig as Pulumi keeps it: ciphertext `{secure: ...}`, or the clear text the
+    engine hands the program."""
+    if isinstance(value, Mapping):
+        return set(value) == {"secure"} and isinstance(value["secure"], str)
+    return isinstance(value, str) and bool(value.strip())
+
+
+def deployment_problems(cluster: Cluster, has_kubeconfig: bool) -> list[Problem]:
+    """What a deployment of `cluster` needs beyond the model: the one place these rules
+    live, called by every front door (`kiln config check` and the other commands through
+    `cluster_from_keys`, the Pulumi program through `kiln.deployment.check_deployment`)."""
+    if cluster.scheduler == "kubernetes" and not has_kubeconfig:
+        return [
+            Problem(
+                f"{KEY_PREFIX}kubeconfig",
+                "missing: scheduler kubernetes needs the cluster's kubeconfig: "
+                "pulumi config set --secret kiln:kubeconfig < kubeconfig.yaml",
+            )
+        ]
+    return []
 
 
 def setting_notes(cluster: Cluster) -> list[Problem]:
@@ -209,6 +241,22 @@ def cross_checks(cluster: Cluster) -> list[Problem]:
                     "RDMA is required but fabric is 'none': set infiniband or roce",
                 )
             )
+    if len(cluster.lab_pools) > 1:
+        problems.append(
+            Problem(
+                pools,
+                f"{', '.join(p.name for p in cluster.lab_pools)} are all lab pools; a stack has "
+                "one lab (one id, bridge and subnet): merge them into one pool",
+            )
+        )
+    if cluster.gpu_driver_owner == "operator" and cluster.scheduler != "kubernetes":
+        problems.append(
+            Problem(
+                "kiln:cluster.gpuDriverOwner",
+                "operator: the GPU Operator can own the driver only with scheduler: kubernetes "
+                "(set roles, or scheduler kubernetes)",
+            )
+        )
     if cluster.lab_pools:
         problems += _lab_address_problems(cluster)
     if cluster.scheduler == "slurm":
@@ -230,16 +278,67 @@ def _certification_problems(cluster: Cluster) -> list[Problem]:
     return []
 
 
-def check_key_files(cluster: Cluster) -> list[Problem]:
-    """SSH key files named by the config must exist (checked where the CLI runs)."""
+def check_key_files(cluster: Cluster, reach: bool = False) -> list[Problem]:
+    """SSH files named by the config, checked where the CLI runs, before any host is touched.
+
+    Always: a `privateKeyPath` must be a readable private key. With `reach` (commands
+    that log in to the hosts: `kiln provision`, `kiln certify`), every static pool
+    also needs a key this machine can use (a file, or a clear `privateKey`; Pulumi
+    ciphertext is not one), and under `hostKeyPolicy: strict` a readable `knownHosts`
+    file. `kiln config check` does not reach: a stack whose keys are Pulumi secrets
+    passes it. File contents are never echoed.
+    """
     problems = []
     for i, pool in enumerate(cluster.node_pools):
+        if pool.provider != "static":
+            continue
+        ssh = f"kiln:cluster.nodePools[{i}].ssh"
         key = pool.ssh.private_key_path
-        if pool.provider == "static" and key and not Path(key).expanduser().is_file():
+        if key:
+            problem = _unreadable(key, lambda head: b"PRIVATE KEY-----" in head, "a private key")
+            if problem:
+                problems.append(Problem(f"{ssh}.privateKeyPath", problem))
+        if not reach:
+            continue
+        if key is None and not isinstance(pool.ssh.private_key, SecretStr):
             problems.append(
-                Problem(f"kiln:cluster.nodePools[{i}].ssh.privateKeyPath", f"no such file: {key}")
+                Problem(
+                    f"{ssh}.privateKeyPath",
+                    "missing: this command logs in to the hosts and cannot decrypt the Pulumi "
+                    "secret privateKey; set privateKeyPath to the key file (both may be set)",
+                )
             )
+        known = pool.ssh.known_hosts or DEFAULT_KNOWN_HOSTS
+        if pool.ssh.host_key_policy == "strict" and not is_known_hosts_lines(known):
+            problem = _unreadable(known, lambda head: True, "a known_hosts file")
+            if problem:
+                problems.append(
+                    Problem(
+                        f"{ssh}.knownHosts",
+                        f"{problem}; under hostKeyPolicy strict every host would be refused: "
+                        "give the file, or set hostKeyPolicy: trust-on-first-use",
+                    )
+                )
     return problems
+
+
+def _unreadable(name: str, looks_right: Callable[[bytes], bool], what: str) -> str | None:
+    """Why the file `name` cannot serve as `what`, or None when it can."""
+    path = Path(name).expanduser()
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(65536)
+    except FileNotFoundError:
+        return f"no such file: {name}"
+    except IsADirectoryError:
+        return f"{name} is a directory, not {what}"
+    except PermissionError:
+        return f"{name} cannot be read by this user"
+    except OSError as exc:
+        return f"{name} cannot be read: {exc.strerror or type(exc).__name__}"
+    if not looks_right(head):
+        return f"{name} is not {what}"
+    return None
 
 
 def _host_paths(cluster: Cluster) -> Iterable[tuple[str, Host]]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from kiln import role_defaults
+from kiln import host_trust, role_defaults
 from kiln.certification import baseline as baselines
 from kiln.certification import benchmarks
 from kiln.certification import isolation as isolating
@@ -129,6 +129,9 @@ class Certification:
         # Last: reaching the hosts (a lab's keys, a static pool's key files) comes
         # after everything that can be refused without them.
         self.access = access or access_for(cluster)
+        stopped = host_trust.vet(cluster, self.access.targets, progress)
+        if stopped:
+            raise UsageError("host keys refused: " + "; ".join(stopped[n] for n in sorted(stopped)))
 
     # -- bookkeeping ---------------------------------------------------------------
 

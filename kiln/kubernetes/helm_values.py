@@ -8,12 +8,11 @@ from kiln import role_defaults
 from kiln.config import Cluster
 from kiln.kubernetes.objects import DASHBOARD_LABEL
 from kiln.kubernetes.pools import gpu_pools, rdma_pools
-from kiln.plays import DriverOwner
 
 
-def gpu_operator_values(cluster: Cluster, driver_owner: DriverOwner) -> dict[str, Any]:
+def gpu_operator_values(cluster: Cluster) -> dict[str, Any]:
     """GPU Operator values; the driver is the roles' or the operator's, never both."""
-    operator_driver = driver_owner == "operator"
+    operator_driver = cluster.gpu_driver_owner == "operator"
     driver: dict[str, Any] = {"enabled": operator_driver}
     if operator_driver:
         pinned = {p.gpu.driver for p in gpu_pools(cluster) if p.gpu}

@@ -65,7 +65,8 @@ def _validate(r: Registration) -> None:
 @pytest.mark.parametrize("driver_owner", ["roles", "operator"])
 @pulumi.runtime.test
 def test_every_kubernetes_object_validates(monitor: RecordingMonitor, driver_owner: str):
-    component = build(monitor, stack_cluster("prod"), driver_owner=driver_owner)
+    cluster = stack_cluster("prod").model_copy(update={"gpu_driver_owner": driver_owner})
+    component = build(monitor, cluster)
 
     def check(_):
         objects = _objects(monitor)
@@ -118,7 +119,8 @@ def test_helm_charts_come_pinned_from_versions_py(monitor: RecordingMonitor):
 def test_the_gpu_driver_has_exactly_one_owner(
     monitor: RecordingMonitor, tmp_path: Path, owner: str
 ):
-    component = build(monitor, stack_cluster("prod"), driver_owner=owner)
+    cluster = stack_cluster("prod").model_copy(update={"gpu_driver_owner": owner})
+    component = build(monitor, cluster)
 
     def check(_):
         (operator,) = [r for r in monitor.of_type(RELEASE) if r.inputs["chart"] == "gpu-operator"]

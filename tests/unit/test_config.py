@@ -173,16 +173,26 @@ def test_every_schema_problem_is_reported_at_once_not_just_the_first():
 
 def test_unknown_kiln_config_key_is_an_error_not_ignored():
     problems = _problems(_static_cluster(), **{"kiln:clustr": {}})
-    assert problems == [
-        "kiln:clustr: unknown key (expected one of ['cluster', 'gpuDriverOwner', 'kubeconfig'])"
-    ]
+    assert problems == ["kiln:clustr: unknown key (expected one of ['cluster', 'kubeconfig'])"]
 
 
 def test_gpu_driver_owner_is_roles_or_operator_never_both():
-    problems = _problems(_static_cluster(), **{"kiln:gpuDriverOwner": "both"})
-    assert problems == [
-        "kiln:gpuDriverOwner: must be one of ['roles', 'operator']: who installs the GPU driver"
+    cluster = {**_static_cluster(), "gpuDriverOwner": "both"}
+    assert _problems(cluster) == [
+        "kiln:cluster.gpuDriverOwner: Input should be 'roles' or 'operator'"
     ]
+
+
+def test_a_kubeconfig_pasted_in_clear_is_refused_without_echoing_it():
+    problems = _problems(
+        {**_static_cluster(), "scheduler": "kubernetes"},
+        **{"kiln:kubeconfig": {"apiVersion": "v1", "token": "s3cr3t-token"}},
+    )
+    assert problems == [
+        "kiln:kubeconfig: must be the kubeconfig as a Pulumi secret: "
+        "pulumi config set --secret kiln:kubeconfig < kubeconfig.yaml"
+    ]
+    assert "s3cr3t" not in " ".join(problems)
 
 
 def test_other_providers_config_keys_are_left_alone():
@@ -342,7 +352,8 @@ def test_gpu_pool_without_compute_hosts_would_be_an_empty_partition():
     ]
     # Kubernetes has no partitions: the same pools are fine there.
     cluster["scheduler"] = "kubernetes"
-    assert cluster_from_document({"config": {"kiln:cluster": cluster}}, "test").name == "t"
+    document = {"config": {"kiln:cluster": cluster, "kiln:kubeconfig": {"secure": "v1:x"}}}
+    assert cluster_from_document(document, "test").name == "t"
 
 
 def test_a_compute_host_listed_in_two_pools_is_a_duplicate_host():

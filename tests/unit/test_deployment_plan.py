@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from kiln.config import Cluster
 from kiln.deployment import DeploymentPlan, plan_deployment
 from kiln.errors import UsageError
-from kiln.stack import cluster_from_document, load_stack
+from kiln.stack import ConfigError, cluster_from_document, cluster_from_keys, load_stack
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.unit
@@ -52,7 +53,7 @@ def test_lab_stack_provisions_then_storage_and_monitoring_then_certifies():
 
 
 def test_kubernetes_platform_waits_for_every_host_stage_and_certification_for_it():
-    plan = plan_deployment(load_stack("prod", STACKS), "operator", has_kubeconfig=True)
+    plan = plan_deployment(_stack("prod", gpuDriverOwner="operator"), has_kubeconfig=True)
     edges = _edges(plan)
     assert list(edges) == ["node", "storage", "monitoring", "platform", "certification"]
     assert edges["platform"] == ("node", "storage", "monitoring")
@@ -111,19 +112,63 @@ def test_kubernetes_without_kubeconfig_says_which_key_to_set():
         plan_deployment(load_stack("prod", STACKS))
 
 
-def test_two_lab_pools_are_refused():
-    lab = yaml.safe_load((STACKS / "Pulumi.lab.yaml").read_text())["config"]["kiln:cluster"]
-    second = {"name": "lab2", "provider": "lab", "hosts": [{"name": "node3", "roles": ["compute"]}]}
-    cluster = _stack("lab", nodePools=[*lab["nodePools"], second])
-    with pytest.raises(UsageError, match="lab, lab2 are all lab pools"):
-        plan_deployment(cluster)
+def _document(stack: str, **changes: Any) -> dict[str, Any]:
+    document = yaml.safe_load((STACKS / f"Pulumi.{stack}.yaml").read_text())
+    document["config"]["kiln:cluster"].update(copy.deepcopy(changes))
+    return document
 
 
-def test_an_unknown_driver_owner_is_refused():
-    with pytest.raises(UsageError, match="GPU driver owner 'nobody': expected roles or operator"):
-        plan_deployment(load_stack("lab", STACKS), "nobody")  # type: ignore[arg-type]
+LAB_POOLS = yaml.safe_load((STACKS / "Pulumi.lab.yaml").read_text())["config"]["kiln:cluster"][
+    "nodePools"
+]
+SECOND_LAB = {"name": "lab2", "provider": "lab", "hosts": [{"name": "node3", "roles": ["compute"]}]}
 
 
-def test_the_gpu_operator_owns_the_driver_only_on_kubernetes():
-    with pytest.raises(UsageError, match="only with scheduler: kubernetes"):
-        plan_deployment(load_stack("staging", STACKS), "operator")
+@pytest.mark.parametrize(
+    ("stack", "changes", "key", "says"),
+    [
+        (
+            "lab",
+            {"nodePools": [*LAB_POOLS, SECOND_LAB]},
+            "kiln:cluster.nodePools",
+            "lab, lab2 are all lab pools",
+        ),
+        (
+            "staging",
+            {"gpuDriverOwner": "operator"},
+            "kiln:cluster.gpuDriverOwner",
+            "only with scheduler: kubernetes",
+        ),
+        (
+            "staging",
+            {"gpuDriverOwner": "nobody"},
+            "kiln:cluster.gpuDriverOwner",
+            "Input should be 'roles' or 'operator'",
+        ),
+    ],
+)
+def test_every_front_door_refuses_an_impossible_stack_with_one_message(stack, changes, key, says):
+    """`kiln config check` (the file), the Pulumi program (its keys) and the plan built from
+    a model that skipped the checks all refuse it, naming the same key path."""
+    document = _document(stack, **changes)
+    with pytest.raises(ConfigError) as from_file:
+        cluster_from_document(document, stack)
+    assert [str(p) for p in from_file.value.problems if p.path == key], from_file.value.problems
+    assert says in str(from_file.value)
+    keys = {"cluster": document["config"]["kiln:cluster"]}
+    with pytest.raises(ConfigError) as from_program:
+        cluster_from_keys(keys, stack)
+    assert from_program.value.problems == from_file.value.problems
+    try:
+        unchecked = Cluster.model_validate(document["config"]["kiln:cluster"])
+    except ValidationError:
+        return  # the model itself refuses it: no plan can be made from it at all
+    with pytest.raises(UsageError, match=says):
+        plan_deployment(unchecked)
+
+
+def test_the_moved_driver_owner_key_says_where_it_went():
+    document = _document("staging")
+    document["config"]["kiln:gpuDriverOwner"] = "roles"
+    with pytest.raises(ConfigError, match="moved: set kiln:cluster.gpuDriverOwner instead"):
+        cluster_from_document(document, "staging")

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kiln.errors import UsageError
 from kiln.plays import (
     Stage,
     apply_play,
     excluded_roles,
+    load_site,
     role_closure,
     roles_in,
     stage_play,
@@ -80,7 +80,7 @@ def test_excluded_roles_are_dropped_and_empty_plays_vanish():
 def test_roles_another_owner_runs_are_excluded():
     prod = load_stack("prod", REPO / "stacks")
     staging = load_stack("staging", REPO / "stacks")
-    assert excluded_roles(prod, "operator") == {
+    assert excluded_roles(prod.model_copy(update={"gpu_driver_owner": "operator"})) == {
         "nvidia_driver",
         "fabricmanager",
         "gpudirect",
@@ -88,10 +88,26 @@ def test_roles_another_owner_runs_are_excluded():
         "prometheus",
         "dcgm_exporter",
     }
-    assert excluded_roles(prod, "roles") == {"prometheus", "dcgm_exporter"}
-    assert excluded_roles(staging, "roles") == set()
-    with pytest.raises(UsageError, match="only with scheduler: kubernetes"):
-        excluded_roles(staging, "operator")
+    assert excluded_roles(prod) == {"prometheus", "dcgm_exporter"}
+    assert excluded_roles(staging) == set()
+
+
+def test_kiln_provision_applies_what_pulumi_up_applies(tmp_path: Path):
+    """The CLI applies site.yml less the roles another owner runs, like the program's stages."""
+    from kiln.provision import ROLES_DIR, SITE_PLAYBOOK, _without_excluded_roles
+
+    site = load_site(ROLES_DIR)
+    prod = load_stack("prod", REPO / "stacks").model_copy(update={"gpu_driver_owner": "operator"})
+    applied = yaml.safe_load(_without_excluded_roles(prod, SITE_PLAYBOOK, tmp_path).read_text())
+    staged = [
+        play
+        for stage in ("node", "storage", "monitoring")
+        for play in stage_play(site, stage, excluded_roles(prod))
+    ]
+    assert roles_in(applied) == roles_in(staged)
+    assert not roles_in(applied) & excluded_roles(prod)
+    lab = load_stack("lab", REPO / "stacks")
+    assert _without_excluded_roles(lab, SITE_PLAYBOOK, tmp_path) == SITE_PLAYBOOK, "site.yml itself"
 
 
 def test_role_closure_follows_meta_dependencies_and_role_includes(tmp_path: Path):

@@ -53,7 +53,8 @@ def static_cluster(tmp_path: Path, **settings: Any) -> Cluster:
                         }
                     ],
                     **settings,
-                }
+                },
+                "kiln:kubeconfig": {"secure": "v1:placeholder"},
             }
         },
         "runs",

@@ -24,10 +24,10 @@ def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _cluster(scheduler: str = "slurm"):
     pool = {"name": "p", "provider": "lab", "hosts": [{"name": "n1"}]}
-    document = {
-        "config": {"kiln:cluster": {"name": "c1", "nodePools": [pool], "scheduler": scheduler}}
-    }
-    return cluster_from_document(document, "test")
+    config: dict = {"kiln:cluster": {"name": "c1", "nodePools": [pool], "scheduler": scheduler}}
+    if scheduler == "kubernetes":
+        config["kiln:kubeconfig"] = {"secure": "v1:placeholder"}
+    return cluster_from_document({"config": config}, "test")
 
 
 def test_key_is_generated_once_and_read_back_unchanged(state_dir: Path):
