@@ -18,7 +18,7 @@ from components.platform import PlatformServices, PlatformServicesArgs
 from components.provisioning import Provisioning, ProvisioningArgs, playbook_secrets
 from components.stage import StageArgs
 from components.storage import SharedStorage
-from kiln import certify, config, keyfiles
+from kiln import certify, config, keyfiles, monitoring_web
 from kiln.deployment import DeploymentPlan, PlannedStage, StageKey, plan_deployment
 from kiln.drift import digest
 from kiln.kubernetes import versions
@@ -141,7 +141,12 @@ class _Stages:
         pools = self.node_pools.values()
         self.facts_digest = pulumi.Output.all(*[p.facts_digest for p in pools]).apply(digest)
         self.secret_keys = pulumi.Output.secret(self.ssh_keys)
-        self.playbook_secrets = playbook_secrets(self.secret_keys)
+        # The storage and monitoring stages' secrets: SSH keys, and the monitoring's
+        # basic auth and TLS (kiln.monitoring_web) for the exporters and Prometheus.
+        web = monitoring_web.provision_vars(self.plan.cluster)
+        self.playbook_secrets = playbook_secrets(
+            self.secret_keys, pulumi.Output.secret(web) if web else None
+        )
         self.child = pulumi.ResourceOptions(parent=self.parent)
         # The explicit provider and the Kiln namespace, for every stage's Kubernetes side.
         self.kubernetes: KubernetesTarget | None = None

@@ -11,7 +11,7 @@ import pulumi
 
 from components.nodepool import NodePool
 from components.providers import MungeKey, Playbook
-from kiln import config
+from kiln import config, monitoring_web
 from kiln.config import Cluster
 from kiln.drift import digest, playbook_inputs
 from kiln.provision import ROLES_DIR
@@ -75,10 +75,15 @@ class Provisioning(pulumi.ComponentResource):
         cluster = args.cluster
         extra_vars: pulumi.Output[dict[str, Any]] | None = None
         self.munge_key = None
+        # The monitoring's basic auth and TLS: every stage's run needs them (its
+        # provider cannot decrypt the password; the spec it gets has none).
+        web = monitoring_web.provision_vars(cluster)
+        if web:
+            extra_vars = pulumi.Output.secret(web)
         if cluster.scheduler == "slurm":
             munge = MungeKey(f"{name}-munge-key", cluster.name, pulumi.ResourceOptions(parent=self))
             self.munge_key = pulumi.Output.secret(munge.key)
-            extra_vars = self.munge_key.apply(lambda key: {"munge_key_b64": key})
+            extra_vars = self.munge_key.apply(lambda key: {"munge_key_b64": key, **web})
         secrets = playbook_secrets(args.ssh_keys, extra_vars)
         self.runs: dict[str, Playbook] = {}
         # site.yml brings servers up before their clients (slurmctld before any

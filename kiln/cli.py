@@ -8,6 +8,8 @@ found something a run would change.
 from __future__ import annotations
 
 import functools
+import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -18,7 +20,8 @@ from rich.table import Table
 
 from kiln.config import Cluster
 from kiln.errors import KilnError, UsageError
-from kiln.stack import ConfigError, check_key_files, load_stack, setting_notes
+from kiln.redact import RedactingStream
+from kiln.stack import ConfigError, Problem, check_key_files, load_stack, setting_notes
 
 app = typer.Typer(
     help="Kiln: provision GPU/RDMA clusters as code, then certify them.",
@@ -30,8 +33,10 @@ lab_app = typer.Typer(help="Real local machines for the lab provider.", no_args_
 app.add_typer(config_app, name="config")
 app.add_typer(lab_app, name="lab")
 
-out = Console()
-err = Console(stderr=True, soft_wrap=True)
+# Everything the CLI prints passes through kiln.redact: a secret the run read
+# (a key, the munge key, a password) is masked even where a message quotes it.
+out = Console(file=RedactingStream(lambda: sys.stdout))
+err = Console(file=RedactingStream(lambda: sys.stderr), soft_wrap=True)
 
 StackOpt = Annotated[
     str, typer.Option("--stack", "-s", help="Stack name: stacks/Pulumi.<stack>.yaml")
@@ -42,27 +47,58 @@ StacksDirOpt = Annotated[
 
 F = TypeVar("F", bound=Callable[..., None])
 
+# `kiln --debug ...`: errors keep their traceback (still redacted).
+_debug = {"on": False}
+
+
+@app.callback()
+def main(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the traceback of an error (secrets stay masked).")
+    ] = False,
+) -> None:
+    """Kiln: provision GPU/RDMA clusters as code, then certify them."""
+    _debug["on"] = debug
+
 
 def reports_errors(func: F) -> F:
-    """Turn Kiln's errors into one clear line each and the right exit code, no traceback."""
+    """Turn errors into one clear line each and the right exit code; a traceback only
+    with --debug, and then through the same redacting stream as everything else."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
         try:
             return func(*args, **kwargs)
-        except ConfigError as exc:
-            err.print(f"[bold red]error:[/] {exc.source}: {len(exc.problems)} problem(s)")
-            for problem in exc.problems:
-                err.print(f"  {problem}", markup=False, highlight=False)
-            raise typer.Exit(2) from None
-        except UsageError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False)
-            raise typer.Exit(2) from None
-        except KilnError as exc:
-            err.print(f"[bold red]failed:[/] {exc}", highlight=False)
-            raise typer.Exit(1) from None
+        except typer.Exit:
+            raise
+        except Exception as exc:
+            if _debug["on"]:
+                err.print_exception()
+            _report(exc)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _report(exc: Exception) -> None:
+    """One line per problem on stderr, and the exit code that says what kind of failure."""
+    if isinstance(exc, ConfigError):
+        err.print(f"[bold red]error:[/] {exc.source}: {len(exc.problems)} problem(s)")
+        for problem in exc.problems:
+            err.print(f"  {problem}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    if isinstance(exc, UsageError):
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    if isinstance(exc, KilnError):
+        err.print(f"[bold red]failed:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    # A bug: one line, the traceback only with --debug.
+    err.print(
+        f"[bold red]internal error:[/] {type(exc).__name__}: {exc} "
+        "(run with --debug for the traceback, and report it)",
+        highlight=False,
+    )
+    raise typer.Exit(1) from None
 
 
 def _load(stack: str, stacks_dir: Path | None, reach: bool = True) -> Cluster:
@@ -79,6 +115,17 @@ def _load(stack: str, stacks_dir: Path | None, reach: bool = True) -> Cluster:
 def config_check(stack: StackOpt, stacks_dir: StacksDirOpt = None) -> None:
     """Validate a stack file; list every problem with its key path."""
     cluster = _load(stack, stacks_dir, reach=False)
+    if cluster.lab_pools and sys.platform.startswith("linux") and shutil.which("ip"):
+        # On the lab host, a subnet the host already uses is bad input here too.
+        from kiln.lab.layout import LabLayout
+        from kiln.lab.network import subnet_conflicts
+
+        lab = cluster.lab_settings
+        conflicts = subnet_conflicts(LabLayout(lab.id), lab.subnet)
+        if conflicts:
+            raise ConfigError(
+                f"stack {stack}", [Problem("kiln:cluster.lab.subnet", c) for c in conflicts]
+            )
     if cluster.certification.baseline:
         from kiln.certification import baseline
 
@@ -233,6 +280,19 @@ def _provision(
     for error in result.errors:
         err.print(f"  {error}", markup=False, highlight=False)
     if not result.succeeded:
+        # The hosts that did not finish, by name and why; the others ran to the end
+        # unless the failure limit stopped the run (said above).
+        failures = result.failures()
+        if failures:
+            done = len(result.hosts) - len(failures)
+            others = f"; the other {done} finished" if done and not result.stopped else ""
+            err.print(
+                f"[bold red]failed:[/] {len(failures)} of {len(result.hosts)} host(s) did not "
+                f"finish{others} (a run once they are back converges them):",
+                highlight=False,
+            )
+            for line in failures:
+                err.print(f"  {line}", markup=False, highlight=False)
         raise typer.Exit(1)
     if check and result.changed:
         raise typer.Exit(EXIT_WOULD_CHANGE)
@@ -244,7 +304,9 @@ def provision_table(result) -> Table:  # noqa: ANN001
     table = Table(title=f"{'check' if result.check else 'provisioning'}: {result.changed} {what}")
     for column in ("host", "status", "ok", "changed", "failed", "unreachable", "skipped"):
         table.add_column(column)
-    colour = {"ok": "green", "changed": "yellow", "failed": "red", "unreachable": "red"}
+    colour = {
+        "ok": "green", "changed": "yellow", "failed": "red", "unreachable": "red", "not run": "red"
+    }  # fmt: skip
     for name, h in result.hosts.items():
         table.add_row(
             name,

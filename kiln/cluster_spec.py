@@ -16,7 +16,8 @@ from kiln.config import Cluster
 
 
 def cluster_spec(cluster: Cluster) -> str:
-    """The stack config as JSON text, with every SSH private key removed.
+    """The stack config as JSON text, with every secret removed: the SSH private keys and
+    the monitoring's basic auth password (the key out, not a masked value in its place).
 
     Text rather than nested data: resources carry it only to rebuild the model
     in their provider, and one string costs Pulumi one value where a 1,024-host
@@ -27,7 +28,10 @@ def cluster_spec(cluster: Cluster) -> str:
             mode="json",
             by_alias=True,
             exclude_none=True,
-            exclude={"node_pools": {"__all__": {"ssh": {"private_key"}}}},
+            exclude={
+                "node_pools": {"__all__": {"ssh": {"private_key"}}},
+                "monitoring": {"basic_auth": {"password"}},
+            },
         ),
         sort_keys=True,
     )

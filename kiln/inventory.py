@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from kiln import host_trust, secrets
+from kiln import host_trust, monitoring_web, secrets
 from kiln.config import Cluster, NodePool
 from kiln.errors import UsageError
 from kiln.runtime_bundle import REQUIREMENTS, bundle_path
@@ -124,6 +124,9 @@ def cluster_vars(cluster: Cluster) -> dict[str, Any]:
         "prometheus_enabled": cluster.monitoring.prometheus,
         "prometheus_retention": cluster.monitoring.retention,
         "prometheus_dcgm_enabled": cluster.monitoring.dcgm_exporter,
+        # Where the exporters and Prometheus listen, and how Prometheus reaches them
+        # (the secrets of TLS and basic auth are extra vars: kiln.monitoring_web).
+        **monitoring_web.inventory_vars(cluster),
     }
 
 
@@ -165,6 +168,8 @@ def build_inventory(cluster: Cluster, access: Access) -> dict[str, Any]:
                     f"-o UserKnownHostsFile={target.known_hosts} -o StrictHostKeyChecking=yes"
                 ),
                 "kiln_address": str(host.address),
+                # What node_exporter, dcgm-exporter and Prometheus bind to.
+                "kiln_management_address": monitoring_web.management_address(cluster, host),
             }
             add(pool_group, host.name)
             add(pool.provider, host.name)

@@ -184,15 +184,16 @@ def gather(access: HostAccess, timeout: float = 30) -> dict[str, Any]:
         elif access.private_key_path:
             key = Path(access.private_key_path).expanduser()
         else:
-            raise UsageError(f"{access.name}: no SSH key to log in with")
+            raise UsageError(
+                f"{access.name}: no SSH key to log in with: set its pool's ssh.privateKey "
+                "(pulumi up) or ssh.privateKeyPath (the CLI)"
+            )
         known = known_hosts_path(access.known_hosts, directory, "known_hosts")
         target = ssh.SshTarget(access.name, access.address, access.user, key, known, access.port)
         with ssh.connect(target, timeout=timeout) as client:
             result = ssh.run(client, FACTS_COMMAND, timeout=timeout)
     if result.exit_code != 0 or "hostname=" not in result.stdout:
-        raise KilnError(
-            f"{access.name} ({access.address}): preflight failed: {result.stderr.strip()}"
-        )
+        raise KilnError(f"{access.name} ({access.address}): preflight failed: {result.describe()}")
     return parse_facts(result.stdout)
 
 

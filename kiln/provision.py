@@ -41,6 +41,8 @@ class HostSummary:
     failed: int = 0
     unreachable: int = 0
     skipped: int = 0
+    not_run: bool = False
+    """Ansible never got to this host: the failure limit stopped the run first."""
 
     @property
     def status(self) -> str:
@@ -48,6 +50,8 @@ class HostSummary:
             return "unreachable"
         if self.failed:
             return "failed"
+        if self.not_run:
+            return "not run"
         return "changed" if self.changed else "ok"
 
 
@@ -65,6 +69,18 @@ class ProvisionResult:
     """By task ("role : task"): seconds spent on it, summed over hosts (where the time goes)."""
     diffs: list[str] = field(default_factory=list)
     """With `diff`: Ansible's report of each changed task, its file diffs included."""
+    reasons: dict[str, str] = field(default_factory=dict)
+    """By host that failed, was unreachable or did not run: the first reason, one line."""
+    stopped: str | None = None
+    """Why Ansible stopped the run before every host finished (the failure limit)."""
+
+    def failures(self) -> list[str]:
+        """One line per host that did not finish, naming it, its status and the reason."""
+        return [
+            f"{name}: {h.status}: {self.reasons.get(name, 'no reason reported')}"
+            for name, h in self.hosts.items()
+            if h.status not in ("ok", "changed")
+        ]
 
     @property
     def succeeded(self) -> bool:
@@ -121,6 +137,7 @@ def provision(
     for name, why in sorted(stopped.items()):
         result.hosts[name] = HostSummary(unreachable=1)
         result.errors.append(why)
+        result.reasons[name] = one_line(why)
     targets = [name for name in targets if name not in stopped]
     if not targets:
         return result
@@ -135,11 +152,20 @@ def provision(
         ):
             message = data.get("res", {}).get("msg", "")
             result.errors.append(f"{data.get('host')}: {data.get('task')}: {message}".strip())
+            what = "unreachable" if kind == "runner_on_unreachable" else "failed"
+            result.reasons.setdefault(
+                str(data.get("host")), f"{data.get('task')}: {what}: {one_line(str(message))}"
+            )
+        elif kind == "playbook_on_no_hosts_remaining":
+            result.stopped = "no host left to run on"
         task = f"{data['role']} : {data.get('task', '')}" if data.get("role") else data.get("task")
         if kind.startswith("runner_on_") and data.get("duration") is not None:
             seconds = result.task_seconds.get(str(task), 0.0) + float(data["duration"])
             result.task_seconds[str(task)] = seconds
-        if kind == "runner_on_ok" and data.get("res", {}).get("changed"):
+        # A no_log task's result is censored, "changed" included; its stdout line is not.
+        stdout = str(event.get("stdout", "")).lstrip()
+        changed = data.get("res", {}).get("changed") or stdout.startswith("changed:")
+        if kind == "runner_on_ok" and changed:
             result.changes.setdefault(str(data.get("host")), []).append(str(task))
             if diff and event.get("stdout"):
                 result.diffs.append(str(event["stdout"]))
@@ -182,13 +208,27 @@ def provision(
             result.errors.append(scrubbed)
         stats = runner.stats or {}
     for name in targets:
-        result.hosts[name] = HostSummary(
+        summary = HostSummary(
             ok=stats.get("ok", {}).get(name, 0),
             changed=stats.get("changed", {}).get(name, 0),
             failed=stats.get("failures", {}).get(name, 0),
             unreachable=stats.get("dark", {}).get(name, 0),
             skipped=stats.get("skipped", {}).get(name, 0),
         )
+        # Not one task on this host, and the run ended early: Ansible never got to it.
+        if stats and result.stopped and not any(name in counts for counts in stats.values()):
+            summary.not_run = True
+            result.reasons.setdefault(name, "the failure limit stopped the run before this host")
+        result.hosts[name] = summary
+    if result.stopped and any(h.failed or h.unreachable for h in result.hosts.values()):
+        limit = cluster.provisioning.max_fail_percentage
+        if limit < 100:
+            result.stopped = (
+                f"more than {limit}% of a batch's hosts failed "
+                "(kiln:cluster.provisioning.maxFailPercentage): Ansible stopped the run, and "
+                "hosts without a failure may not have finished every play"
+            )
+            result.errors.append(result.stopped)
     if not stats and not result.errors:
         # Ansible stopped before any host (a syntax error, a missing role): its
         # own last words say what, and they are in the run's stdout.
@@ -201,6 +241,16 @@ def provision(
             f"(see {result.artifacts})"
         )
     return result
+
+
+def one_line(message: str, width: int = 300) -> str:
+    """A task's message on one line: its first line and, when it has more, its last
+    (Mitogen's "EOF on stream; last 100 lines received:" ends with the SSH error)."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if not lines:
+        return "no message"
+    text = lines[0] if len(lines) == 1 else f"{lines[0]} … {lines[-1]}"
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _without_excluded_roles(cluster: Cluster, playbook: Path, directory: Path) -> Path:

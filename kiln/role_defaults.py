@@ -57,6 +57,11 @@ def prometheus_port() -> int:
     return _port(defaults("prometheus")["prometheus_listen_address"])
 
 
+def prometheus_client_file() -> str:
+    """Where the prometheus role says how to reach and log in to the server (no secret)."""
+    return str(defaults("prometheus")["prometheus_client_file"])
+
+
 def _port(listen_address: object) -> int:
     """The port of a `host:port` listen address."""
     return int(str(listen_address).rsplit(":", 1)[1])

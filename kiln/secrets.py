@@ -28,6 +28,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from kiln import monitoring_web, redact
 from kiln.config import Cluster
 from kiln.errors import KilnError
 from kiln.paths import state_root
@@ -65,6 +66,7 @@ def read_munge_key(cluster_name: str) -> bytes:
         raise KilnError(f"{path}: a munge key needs at least {_MUNGE_KEY_MIN_BYTES} bytes")
     if path.stat().st_mode & 0o077:
         raise KilnError(f"{path} is readable by other users: chmod 0400 it (and rotate it)")
+    redact.register(key)
     return key
 
 
@@ -118,12 +120,14 @@ def provision_vars(cluster: Cluster, given: Mapping[str, Any] | None = None) -> 
     """Secret extra vars for provisioning `cluster` that `given` lacks (made if missing here).
 
     A caller that brings the key (the Pulumi program, from stack state) gets
-    nothing, and no key file appears on a machine that never needed one.
+    nothing, and no key file appears on a machine that never needed one. The
+    monitoring's basic auth and TLS travel the same way (`kiln.monitoring_web`).
     """
+    variables = monitoring_web.provision_vars(cluster, given)
     if cluster.scheduler != "slurm" or "munge_key_b64" in (given or {}):
-        return {}
+        return variables
     key = ensure_munge_key(cluster.name)
-    return {"munge_key_b64": base64.b64encode(key).decode("ascii")}
+    return {**variables, "munge_key_b64": base64.b64encode(key).decode("ascii")}
 
 
 def _write_new_key(path: Path, key: bytes) -> None:

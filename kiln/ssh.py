@@ -29,6 +29,31 @@ class CommandResult:
     stdout: str
     stderr: str
 
+    def describe(self) -> str:
+        """One line for an error message: the exit status and the end of stderr (of stdout
+        when stderr is empty), never a bare "failed"."""
+        if self.stderr.strip():
+            return f"exit {self.exit_code}: {tail(self.stderr)}"
+        if self.stdout.strip():
+            return f"exit {self.exit_code}, nothing on stderr; stdout ends: {tail(self.stdout)}"
+        return f"exit {self.exit_code}, no output"
+
+
+def tail(text: str, lines: int = 3, width: int = 400) -> str:
+    """The last `lines` non-empty lines of `text` on one line (" | " between), at most
+    `width` characters: what a command said last, for a one-line error."""
+    kept = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
+    joined = " | ".join(kept)
+    return joined if len(joined) <= width else "…" + joined[-(width - 1) :]
+
+
+def _command_name(command: str) -> str:
+    """A command as an error message quotes it: its first line, shortened (preflight's
+    commands are scripts of many lines)."""
+    first = next((line.strip() for line in command.splitlines() if line.strip()), "")
+    more = len(first) > 60 or first != command.strip()
+    return repr(first[:60] + ("…" if more else ""))
+
 
 def connect(target: SshTarget, timeout: float = 10) -> paramiko.SSHClient:
     """An authenticated client; an unknown or changed host key is refused, never accepted."""
@@ -47,8 +72,21 @@ def connect(target: SshTarget, timeout: float = 10) -> paramiko.SSHClient:
             allow_agent=False,
             look_for_keys=False,
         )
+    except paramiko.BadHostKeyException:
+        client.close()
+        raise KilnError(
+            f"{target.name} ({target.address}): HOST KEY CHANGED since it was trusted in "
+            f"{target.known_hosts}: if the host was reinstalled, remove its old entry there "
+            "and run again; otherwise do not connect"
+        ) from None
     except (OSError, paramiko.SSHException) as exc:
         client.close()
+        if "not found in known_hosts" in str(exc):
+            raise KilnError(
+                f"{target.name} ({target.address}): its host key is not in {target.known_hosts}: "
+                "add it (ssh-keyscan, and compare the fingerprint with the host's console), or "
+                "set the pool's ssh.hostKeyPolicy: trust-on-first-use"
+            ) from None
         raise KilnError(f"{target.name} ({target.address}): SSH failed: {exc}") from None
     return client
 
@@ -61,7 +99,10 @@ def run(client: paramiko.SSHClient, command: str, timeout: float = 60) -> Comman
         err = stderr.read().decode(errors="replace")
         code = stdout.channel.recv_exit_status()
     except (TimeoutError, OSError, paramiko.SSHException) as exc:
-        raise KilnError(f"{command!r}: no answer within {timeout:.0f} s ({exc})") from None
+        why = str(exc) or type(exc).__name__
+        raise KilnError(
+            f"{_command_name(command)}: no answer within {timeout:.0f} s ({why})"
+        ) from None
     return CommandResult(code, out, err)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from pydantic import SecretStr, ValidationError
 
+from kiln import monitoring_web, redact
 from kiln.config import DEFAULT_KNOWN_HOSTS, Cluster, Host, LabSettings
 from kiln.keyfiles import is_known_hosts_lines
 
@@ -82,9 +83,15 @@ def load_stack(stack: str, stacks_dir: Path | None = None) -> Cluster:
             ],
         )
     try:
-        document = yaml.safe_load(path.read_text())
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(source, [Problem(path.name, f"not valid YAML: {exc}")]) from None
+    except UnicodeDecodeError as exc:
+        # A file corrupted on disk (or not a stack file at all) is bad input, not a crash.
+        problem = f"not UTF-8 text (byte {exc.start}: {exc.reason}): is the file corrupted?"
+        raise ConfigError(source, [Problem(path.name, problem)]) from None
+    except OSError as exc:
+        raise ConfigError(source, [Problem(path.name, f"cannot read: {exc.strerror}")]) from None
     return cluster_from_document(document, source)
 
 
@@ -142,6 +149,7 @@ def cluster_from_keys(keys: Mapping[str, Any], source: str) -> Cluster:
         problems += _from_validation_error(exc)
         raise ConfigError(source, problems) from None
     cluster = _assign_lab_addresses(cluster)
+    redact.register_all(redact.secret_fields(cluster))
     problems += cross_checks(cluster)
     problems += deployment_problems(cluster, has_kubeconfig=kubeconfig is not None)
     if problems:
@@ -262,6 +270,52 @@ def cross_checks(cluster: Cluster) -> list[Problem]:
     if cluster.scheduler == "slurm":
         problems += _slurm_problems(cluster)
     problems += _certification_problems(cluster)
+    problems += _monitoring_problems(cluster)
+    return problems
+
+
+def _monitoring_problems(cluster: Cluster) -> list[Problem]:
+    """Basic auth needs a password, TLS its two files; kube-prometheus-stack (Kubernetes
+    stacks) scrapes the hosts' node_exporter at their stack address, in plain HTTP."""
+    monitoring, path = cluster.monitoring, "kiln:cluster.monitoring"
+    problems = []
+    auth = monitoring.basic_auth
+    if auth is not None and auth.password is None and not auth.password_file:
+        problems.append(
+            Problem(
+                f"{path}.basicAuth",
+                "needs the password: set password (a Pulumi secret, for pulumi up) or "
+                "passwordFile (a file, for the CLI); both may be set",
+            )
+        )
+    if auth is not None and isinstance(auth.password, SecretStr):
+        problem = monitoring_web.password_problem(auth.password.get_secret_value())
+        if problem:
+            problems.append(Problem(f"{path}.basicAuth.password", problem))
+    tls = monitoring.tls
+    if tls is not None:
+        for key, name in (("certificateFile", tls.certificate_file), ("keyFile", tls.key_file)):
+            if not name.strip():
+                problems.append(Problem(f"{path}.tls.{key}", "empty: the path of a PEM file"))
+    if cluster.scheduler == "kubernetes" and monitoring.node_exporter:
+        if auth is not None or tls is not None:
+            problems.append(
+                Problem(
+                    f"{path}.{'basicAuth' if auth is not None else 'tls'}",
+                    "not on scheduler kubernetes yet: kube-prometheus-stack scrapes the hosts' "
+                    "node_exporter in plain HTTP and would be refused",
+                )
+            )
+        network = cluster.management_network
+        outside = [h.name for h in cluster.hosts if network and h.address not in network]
+        if outside:
+            problems.append(
+                Problem(
+                    "kiln:cluster.managementNetwork",
+                    f"{', '.join(outside)} have their stack address outside {network}: on "
+                    "scheduler kubernetes kube-prometheus-stack scrapes node_exporter there",
+                )
+            )
     return problems
 
 
@@ -286,7 +340,8 @@ def check_key_files(cluster: Cluster, reach: bool = False) -> list[Problem]:
     also needs a key this machine can use (a file, or a clear `privateKey`; Pulumi
     ciphertext is not one), and under `hostKeyPolicy: strict` a readable `knownHosts`
     file. `kiln config check` does not reach: a stack whose keys are Pulumi secrets
-    passes it. File contents are never echoed.
+    passes it. Also, always: the monitoring's password and TLS files, where named.
+    File contents are never echoed.
     """
     problems = []
     for i, pool in enumerate(cluster.node_pools):
@@ -295,7 +350,7 @@ def check_key_files(cluster: Cluster, reach: bool = False) -> list[Problem]:
         ssh = f"kiln:cluster.nodePools[{i}].ssh"
         key = pool.ssh.private_key_path
         if key:
-            problem = _unreadable(key, lambda head: b"PRIVATE KEY-----" in head, "a private key")
+            problem = _unreadable(key, lambda head: b"PRIVATE KEY-----" in head, _PRIVATE_KEY)
             if problem:
                 problems.append(Problem(f"{ssh}.privateKeyPath", problem))
         if not reach:
@@ -319,7 +374,30 @@ def check_key_files(cluster: Cluster, reach: bool = False) -> list[Problem]:
                         "give the file, or set hostKeyPolicy: trust-on-first-use",
                     )
                 )
+    problems += _monitoring_files(cluster)
     return problems
+
+
+def _monitoring_files(cluster: Cluster) -> list[Problem]:
+    """The monitoring's password and TLS files, where they are given: readable, and what
+    they should be (contents never echoed)."""
+    auth, tls, path = cluster.monitoring.basic_auth, cluster.monitoring.tls, "kiln:cluster"
+    problems, files = [], []
+    if auth is not None and auth.password_file:
+        files.append(("basicAuth.passwordFile", auth.password_file, b"", "a password file"))
+    if tls is not None:
+        files.append(("tls.certificateFile", tls.certificate_file, b"CERTIFICATE-", "a PEM file"))
+        files.append(("tls.keyFile", tls.key_file, b"PRIVATE KEY-", "a PEM private key"))
+    for key, name, marker, what in files:
+        if not name.strip():
+            continue
+        problem = _unreadable(name, lambda head, m=marker: bool(head.strip()) and m in head, what)
+        if problem:
+            problems.append(Problem(f"{path}.monitoring.{key}", problem))
+    return problems
+
+
+_PRIVATE_KEY = "a private key"
 
 
 def _unreadable(name: str, looks_right: Callable[[bytes], bool], what: str) -> str | None:
@@ -338,6 +416,8 @@ def _unreadable(name: str, looks_right: Callable[[bytes], bool], what: str) -> s
         return f"{name} cannot be read: {exc.strerror or type(exc).__name__}"
     if not looks_right(head):
         return f"{name} is not {what}"
+    if what == _PRIVATE_KEY:
+        redact.register(head)
     return None
 
 

@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kiln import role_defaults
 from kiln.config import AllreduceSettings, Cluster
 from kiln.inventory import Access
 from kiln.ssh import ssh_config
+
+if TYPE_CHECKING:
+    from validation.launch.base import RankOutcome
 
 # validation.allreduce's exit status for "ran, but the sums were wrong": the
 # result document is still valid evidence and the rules judge it.
@@ -136,6 +140,7 @@ class GroupRunner:
                 self._login or "",
                 ssh_config=self._config,
                 wall_timeout_s=4 * timeout,
+                after_failure_s=timeout + 30,
                 **runtime,
             )
         else:
@@ -159,15 +164,52 @@ class GroupRunner:
         outcome.log = result.summary()
         if not measured:
             bad = [r for r in result.ranks if r.returncode not in (0, _EXIT_WRONG_RESULTS)]
-            outcome.failed_hosts = sorted({r.host for r in bad}) or list(hosts)
-            detail = next((r.last_error_line() for r in bad if r.last_error_line()), "")
+            failed = sorted({r.host for r in bad}) or list(hosts)
+            detail = next((line for r in bad if (line := _rank_error(r))), "")
             killed = next((r.killed for r in bad if r.killed), None)
+            if not detail:
+                detail = f"killed: {killed}" if killed else (result.result_error or "no result")
+            # A node that died or was cut off mid-run is what to name, not the survivors
+            # that reported it: whoever no longer answers SSH goes first.
+            gone = self.unreachable(failed)
+            outcome.failed_hosts = [*gone, *(h for h in failed if h not in gone)]
+            down = "".join(f"{name} is unreachable ({why}); " for name, why in gone.items())
             outcome.error = (
-                f"{module} on {'+'.join(hosts)} via {kind} failed on "
-                f"{', '.join(outcome.failed_hosts)}: "
-                + (detail or (f"killed: {killed}" if killed else "no result document"))
+                f"{down}{module} on {'+'.join(hosts)} via {kind} failed on "
+                f"{', '.join(outcome.failed_hosts)}: {detail}"
             )
         return outcome
+
+    def unreachable(self, hosts: Sequence[str]) -> dict[str, str]:
+        """Of `hosts`, those that do not let us log in now (in parallel, 10 s each): the SSH
+        error by host."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from kiln import ssh
+        from kiln.errors import KilnError
+
+        def probe(name: str) -> str | None:
+            try:
+                with ssh.connect(self.access.targets[name], timeout=10):
+                    return None
+            except KilnError as exc:
+                # "node (address): SSH failed: ..." -> "SSH failed: ..."
+                return re.sub(rf"^{re.escape(name)}( \([^)]*\))?:\s*", "", str(exc)) or "no answer"
+
+        names = [h for h in hosts if h in self.access.targets]
+        if not names:
+            return {}
+        with ThreadPoolExecutor(max_workers=min(32, len(names))) as pool:
+            found = dict(zip(names, pool.map(probe, names), strict=True))
+        return {name: why for name, why in found.items() if why}
+
+
+def _rank_error(rank: RankOutcome) -> str:
+    """A failed rank's own error line: the module's `error:` line where it wrote one (the
+    launcher's tools, srun and ssh, may have written after it), else its last line."""
+    lines = [line.strip() for line in rank.stderr_text().splitlines() if line.strip()]
+    own = [line for line in lines if ": error:" in line and not line.startswith("srun:")]
+    return (own or lines or [""])[-1]
 
 
 def write_evidence(directory: Path, name: str, outcome: GroupOutcome) -> str:

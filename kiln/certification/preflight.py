@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from kiln import preflight, ssh
+from kiln import preflight, role_defaults, ssh
 from kiln.config import Cluster, GpuSettings
 
 #: Facts that change from run to run; never part of the identity facts.
@@ -67,10 +67,30 @@ fi
 
 # On the controller: Slurm's view of each node and Prometheus' view of each target.
 _SLURM_COMMAND = "sinfo -h -N -o '%N %t' 2>/dev/null || true"
-_PROMETHEUS_COMMAND = (
-    'python3 -c "import urllib.request,sys; sys.stdout.write(urllib.request.urlopen('
-    "'http://127.0.0.1:{port}/api/v1/targets?state=active', timeout=10).read().decode())\""
-)
+# Prometheus listens on the controller's management address, maybe with TLS and basic
+# auth: the prometheus role says where and how in a client file (no secret in it; the
+# password file it names is root's to read, hence sudo for another user).
+_PROMETHEUS_QUERY = """
+import base64, json, ssl, sys, urllib.request
+try:
+    with open({client!r}) as f:
+        c = json.load(f)
+except FileNotFoundError:
+    c = {{"url": "http://127.0.0.1:{port}"}}
+r = urllib.request.Request(c["url"] + "/api/v1/targets?state=active")
+if c.get("password_file"):
+    with open(c["password_file"]) as f:
+        login = c["user"] + ":" + f.read().strip()
+    r.add_header("Authorization", "Basic " + base64.b64encode(login.encode()).decode())
+x = ssl.create_default_context(cafile=c.get("ca_file")) if c["url"].startswith("https") else None
+sys.stdout.write(urllib.request.urlopen(r, timeout=10, context=x).read().decode())
+"""
+
+
+def _prometheus_command(port: int) -> str:
+    code = _PROMETHEUS_QUERY.format(client=role_defaults.prometheus_client_file(), port=port)
+    return f'$([ "$(id -u)" = 0 ] || echo sudo -n) python3 -c {shlex.quote(code)}'
+
 
 #: Slurm states (`sinfo %t`) in which a node can run a certification job.
 SLURM_READY = ("idle", "mix", "alloc", "comp")
@@ -137,10 +157,13 @@ def gather_host(target: ssh.SshTarget, command: str, timeout: float) -> HostFact
         with ssh.connect(target, timeout=timeout) as client:
             result = ssh.run(client, preflight.FACTS_COMMAND + command, timeout=timeout)
     except Exception as exc:  # noqa: BLE001 - any failure to reach a host is reported by name
-        return HostFacts(target.name, None, f"{target.name} ({target.address}): {exc}")
+        said = str(exc) or type(exc).__name__
+        if not said.startswith(f"{target.name} "):
+            said = f"{target.name} ({target.address}): {said}"
+        return HostFacts(target.name, None, said)
     if result.exit_code != 0 or "hostname=" not in result.stdout:
-        why = result.stderr.strip().splitlines()[-1:] or [f"exit {result.exit_code}"]
-        return HostFacts(target.name, None, f"{target.name} ({target.address}): {why[0]}")
+        why = f"facts command failed: {result.describe()}"
+        return HostFacts(target.name, None, f"{target.name} ({target.address}): {why}")
     return HostFacts(
         target.name, {**preflight.parse_facts(result.stdout), **parse_state(result.stdout)}
     )
@@ -170,7 +193,7 @@ def controller_views(
                     if node:
                         slurm[node] = state.strip()
             if cluster.monitoring.prometheus and cluster.monitoring.node_exporter:
-                query = _PROMETHEUS_COMMAND.format(port=prometheus_port)
+                query = _prometheus_command(prometheus_port)
                 deadline = time.monotonic() + scrape_wait_s
                 while True:
                     targets = _node_targets(ssh.run(client, query, timeout=timeout).stdout)

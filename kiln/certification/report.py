@@ -21,8 +21,10 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from kiln import redact
 from kiln.certification.report_html import report_html
 from kiln.certification.verdict import CertificationResult, RuleResult, finite_number
+from kiln.errors import UsageError
 
 REPORT_FILES = ("result.json", "report.html", "junit.xml", "kiln.prom")
 
@@ -37,22 +39,52 @@ BUSBW_MEASUREMENT = "allreduce.busbw_gbps"
 SUITE = "kiln-certify"
 
 
+class ReportNotWritten(UsageError):
+    """A report file could not be written (a full disk, a read-only or missing directory):
+    the run cannot be recorded, so it stops (exit 2, "could not run"); the files already
+    there keep their previous content."""
+
+    reason: str = ""
+    """What the operating system said (e.g. "No space left on device")."""
+
+
 def write_atomic(path: Path, data: str | bytes, mode: int = 0o644) -> None:
     """Replace `path` with `data` so that a reader sees the old file or the new, never half.
 
     The temporary file lives in the same directory because `os.replace` is only
     atomic within one file system. On any error the temporary file is removed
-    and `path` keeps its previous content.
+    and `path` keeps its previous content; an OSError (ENOSPC, EROFS, EACCES …)
+    comes back as ReportNotWritten naming the file.
     """
-    if isinstance(data, str):
-        payload = data.encode("utf-8")
-    elif isinstance(data, bytes | bytearray | memoryview):
-        payload = bytes(data)
-    else:
-        raise TypeError(f"write_atomic: data must be str or bytes, not {type(data).__name__}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = _staged(path, data, mode)
+    try:
+        os.replace(tmp, path)
+    except OSError as exc:
+        _discard([tmp])
+        raise _not_written(path, exc) from None
+    except BaseException:
+        _discard([tmp])
+        raise
+
+
+def _payload(data: str | bytes) -> bytes:
+    if isinstance(data, str):
+        # Reports quote hosts' output and error messages: no secret of this run stays in.
+        return redact.redact(data).encode("utf-8")
+    if isinstance(data, bytes | bytearray | memoryview):
+        return bytes(data)
+    raise TypeError(f"write_atomic: data must be str or bytes, not {type(data).__name__}")
+
+
+def _staged(path: Path, data: str | bytes, mode: int) -> Path:
+    """`data` in a synced temporary file beside `path` (not yet renamed over it)."""
+    payload = _payload(data)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise _not_written(path, exc) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(payload)
@@ -61,27 +93,76 @@ def write_atomic(path: Path, data: str | bytes, mode: int = 0o644) -> None:
             os.fchmod(fh.fileno(), mode)
             # Without fsync a crash after the rename can leave an empty file behind.
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+    except OSError as exc:
+        _discard([Path(tmp)])
+        raise _not_written(path, exc) from None
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        _discard([Path(tmp)])
         raise
+    return Path(tmp)
+
+
+def _discard(paths: Iterable[Path]) -> None:
+    for tmp in paths:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def _not_written(path: Path, exc: OSError) -> ReportNotWritten:
+    why = exc.strerror or str(exc)
+    error = ReportNotWritten(
+        f"cannot write {path}: {why}; the files already in {path.parent} are unchanged"
+    )
+    error.reason = why
+    return error
+
+
+def check_writable(directory: Path) -> None:
+    """Fail now, before any host is reached, when `directory` cannot take report files
+    (a full disk, a read-only mount): a small file is written in it, or in its nearest
+    existing parent, synced and removed. Nothing is created; ReportNotWritten otherwise."""
+    existing = Path(directory).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        probe = _staged(existing / ".kiln-write-probe", b"\0" * 4096, 0o600)
+    except ReportNotWritten as exc:
+        raise ReportNotWritten(
+            f"cannot write the report in {directory}: {exc.reason} (tried in {existing}); "
+            "nothing was run and the files already there are unchanged"
+        ) from None
+    _discard([probe])
 
 
 def write_reports(result: CertificationResult, out_dir: Path) -> dict[str, Path]:
     """Write the four report files into `out_dir` (created if needed); name -> path.
 
     Works for partial results (a run that stopped early) too: whatever was
-    measured is written. result.json goes first, as it is the record and the
-    others are derived views of it.
+    measured is written. All four are written to temporary files first and
+    renamed only once every one is on disk, result.json first (the record; the
+    others are derived views of it): a full disk replaces none of them, so the
+    directory never holds a new result.json beside an old report.html.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: out_dir / name for name in REPORT_FILES}
-    write_atomic(paths["result.json"], result_json(result))
-    write_atomic(paths["kiln.prom"], prometheus_text(result))
-    write_atomic(paths["junit.xml"], junit_xml(result))
-    write_atomic(paths["report.html"], report_html(result))
+    contents = {
+        "result.json": result_json(result),
+        "kiln.prom": prometheus_text(result),
+        "junit.xml": junit_xml(result),
+        "report.html": report_html(result),
+    }
+    staged: dict[str, Path] = {}
+    try:
+        for name in REPORT_FILES:
+            staged[name] = _staged(paths[name], contents[name], 0o644)
+        for name in REPORT_FILES:
+            try:
+                os.replace(staged[name], paths[name])
+            except OSError as exc:
+                raise _not_written(paths[name], exc) from None
+            del staged[name]
+    finally:
+        _discard(staged.values())
     return paths
 
 

@@ -26,7 +26,7 @@ from kiln.certification import preflight as pre
 from kiln.certification.judge import isolation_trigger, judge, now
 from kiln.certification.launch import CouldNotRun, GroupOutcome, GroupRunner, allreduce_args
 from kiln.certification.record import record_allreduce
-from kiln.certification.report import write_atomic, write_reports
+from kiln.certification.report import check_writable, write_atomic, write_reports
 from kiln.certification.rules import Context, evaluate
 from kiln.certification.verdict import (
     CertificationResult,
@@ -126,6 +126,8 @@ class Certification:
             hosts=list(self.computes),
         )
         self.previous = _read_previous(request.compare) if request.compare else None
+        # A run that cannot be recorded is refused before it measures anything.
+        check_writable(self.out)
         # Last: reaching the hosts (a lab's keys, a static pool's key files) comes
         # after everything that can be refused without them.
         self.access = access or access_for(cluster)

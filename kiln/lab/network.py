@@ -30,17 +30,41 @@ def namespaces() -> list[str]:
 
 
 def check_subnet_free(layout: LabLayout, subnet: ipaddress.IPv4Network) -> None:
-    """Refuse a subnet already routed through anything but this lab's bridge."""
+    """Refuse a subnet that overlaps anything this host already has, but this lab's bridge."""
+    conflicts = subnet_conflicts(layout, subnet)
+    if conflicts:
+        raise UsageError(f"kiln:cluster.lab.subnet: {conflicts[0]}")
+
+
+def subnet_conflicts(layout: LabLayout, subnet: ipaddress.IPv4Network) -> list[str]:
+    """Why `subnet` would collide with this host's network: an address or a route
+    already on another interface. Checked before any bridge is made (`kiln lab up`)
+    and by `kiln config check` on the lab host: a lab bridge on a subnet the host
+    already uses would take its traffic and could cut the host off its network.
+    The default route overlaps everything and is left out; so is the lab's own bridge
+    (a lab that is already up)."""
+    found = []
+    for entry in json.loads(run(["ip", "-j", "-4", "addr", "show"]).stdout):
+        if entry.get("ifname") == layout.bridge:
+            continue
+        for info in entry.get("addr_info", []):
+            net = ipaddress.IPv4Interface(f"{info['local']}/{info.get('prefixlen', 32)}").network
+            if net.overlaps(subnet):
+                found.append(
+                    f"{subnet} overlaps {info['local']}/{info.get('prefixlen', 32)} on "
+                    f"{entry.get('ifname')}: choose another private /24"
+                )
     for route in json.loads(run(["ip", "-j", "-4", "route", "show"]).stdout):
         dst = route.get("dst", "")
         if dst in ("default", "") or route.get("dev") == layout.bridge:
             continue
         net = ipaddress.IPv4Network(dst if "/" in dst else f"{dst}/32", strict=False)
         if net.overlaps(subnet):
-            raise UsageError(
-                f"lab subnet {subnet} overlaps {net} on {route.get('dev')}: "
-                "choose another kiln:cluster.lab.subnet"
+            found.append(
+                f"{subnet} overlaps the route to {net} on {route.get('dev')}: "
+                "choose another private /24"
             )
+    return found
 
 
 def ensure_ip_forward() -> bool:

@@ -177,11 +177,19 @@ def kill_orphans(paths: NodePaths) -> bool:
     unmounting under them, would go wrong.
     """
     root = str(paths.root)
+    try:
+        # A container's processes live in their own mount namespace, where their root
+        # reads as "/": the directory itself (device and inode) is what identifies it.
+        here = os.stat(paths.root)
+    except OSError:
+        return False
+    identity = (here.st_dev, here.st_ino)
     victims = []
     for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
+        if proc.name.isdigit() and proc.name != str(os.getpid()):
             with contextlib.suppress(OSError):
-                if os.readlink(proc / "root") == root:
+                seen = os.stat(proc / "root")
+                if (seen.st_dev, seen.st_ino) == identity or os.readlink(proc / "root") == root:
                     victims.append(int(proc.name))
     for pid in victims:
         with contextlib.suppress(ProcessLookupError):

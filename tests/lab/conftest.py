@@ -21,6 +21,7 @@ import testinfra
 import yaml
 
 from kiln import secrets
+from kiln.config import Cluster
 from kiln.lab.layout import LabLayout
 from kiln.lab.lifecycle import Lab, teardown
 from kiln.paths import state_root
@@ -139,11 +140,14 @@ def converge(
     extra_vars: dict | None = None,
     limit: list[str] | None = None,
     check: bool = False,
+    cluster: Cluster | None = None,
 ) -> ProvisionResult:
     """Apply `roles` (or all of roles/site.yml) to the lab, as `kiln provision` does
-    (`check`: as `kiln provision --check` does, changing nothing)."""
+    (`check`: as `kiln provision --check` does, changing nothing); `cluster`: the lab's
+    stack with other settings (same hosts)."""
+    cluster = cluster or lab.cluster
     if roles is None:
-        return provision(lab.cluster, limit, extra_vars=extra_vars, check=check)
+        return provision(cluster, limit, extra_vars=extra_vars, check=check)
     play = [
         {"name": "converge", "hosts": "all", "become": True, "roles": [{"role": r} for r in roles]}
     ]
@@ -151,7 +155,7 @@ def converge(
         yaml.safe_dump(play, handle)
     try:
         return provision(
-            lab.cluster, limit, playbook=Path(handle.name), extra_vars=extra_vars, check=check
+            cluster, limit, playbook=Path(handle.name), extra_vars=extra_vars, check=check
         )
     finally:
         os.unlink(handle.name)

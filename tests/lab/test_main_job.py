@@ -9,6 +9,7 @@ it never touches a lab a developer keeps up.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,31 +17,58 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kiln import secrets
 from kiln.lab.layout import LabLayout
 from kiln.lab.lifecycle import teardown
+from kiln.paths import state_root
 from kiln.role_defaults import validation_runtime
+from kiln.stack import load_stack
 from tests.conftest import REPO, kiln_cli
+from tests.lab.secret_scan import files_under, leaks
 from validation.launch import HostSpec, SlurmLauncher
 
 pytestmark = pytest.mark.lab
 
 LAB = {"id": "km", "subnet": "10.77.99.0/24"}
+# Its own cluster name: its munge key and run records are the test's, not a developer's lab's.
+CLUSTER = "kiln-km"
+# Planted in the munge key store before the first run: recognisable in any file or output.
+PLANTED_MUNGE_KEY = b"KILN-PLANTED-MUNGE-KEY-" * 4
+# What every `kiln` command of this module printed, for the secret scan at the end.
+OUTPUTS: dict[str, str] = {}
+
+
+def kiln(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """`kiln_cli`, its output kept for `test_no_secret_reaches_any_file_or_output`."""
+    run = kiln_cli(*args, timeout=timeout)
+    OUTPUTS[f"stdout of kiln {' '.join(args[:3])} #{len(OUTPUTS)}"] = run.stdout
+    OUTPUTS[f"stderr of kiln {' '.join(args[:3])} #{len(OUTPUTS)}"] = run.stderr
+    return run
+
+
+def _forget_cluster() -> None:
+    for directory in (secrets.secrets_dir(CLUSTER), state_root() / "provision" / CLUSTER):
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
 def stacks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     document = yaml.safe_load((REPO / "stacks" / "Pulumi.lab.yaml").read_text())
     document["config"]["kiln:cluster"]["lab"] = LAB
+    document["config"]["kiln:cluster"]["name"] = CLUSTER
     directory = tmp_path_factory.mktemp("stacks")
     (directory / "Pulumi.lab.yaml").write_text(yaml.safe_dump(document))
     teardown(LabLayout(LAB["id"]))
+    _forget_cluster()
+    secrets._write_new_key(secrets.munge_key_path(CLUSTER), PLANTED_MUNGE_KEY)
     yield directory
     teardown(LabLayout(LAB["id"]))
+    _forget_cluster()
 
 
 @pytest.fixture(scope="module")
 def first_run(stacks: Path):
-    return kiln_cli("lab", "up", "--stack", "lab", "--stacks-dir", str(stacks), timeout=1800)
+    return kiln("lab", "up", "--stack", "lab", "--stacks-dir", str(stacks), timeout=1800)
 
 
 def test_main_job_brings_up_and_provisions_every_node(first_run):
@@ -51,7 +79,7 @@ def test_main_job_brings_up_and_provisions_every_node(first_run):
 
 def test_main_job_again_skips_the_converge_and_says_why(first_run, stacks: Path):
     assert first_run.returncode == 0
-    again = kiln_cli("lab", "up", "--stack", "lab", "--stacks-dir", str(stacks), timeout=1800)
+    again = kiln("lab", "up", "--stack", "lab", "--stacks-dir", str(stacks), timeout=1800)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "lab machines already up: nothing changed" in again.stdout
     assert "provisioning skipped: roles, inventory, secrets and every host's facts match" in (
@@ -70,9 +98,7 @@ def _changed_by_host(output: str) -> dict[str, int]:
 
 
 def _provision(stacks: Path, *flags: str) -> subprocess.CompletedProcess[str]:
-    return kiln_cli(
-        "provision", "--stack", "lab", "--stacks-dir", str(stacks), *flags, timeout=1800
-    )
+    return kiln("provision", "--stack", "lab", "--stacks-dir", str(stacks), *flags, timeout=1800)
 
 
 def test_check_finds_nothing_to_change_on_the_converged_lab(first_run, stacks: Path):
@@ -104,7 +130,7 @@ def test_a_change_by_hand_is_found_by_check_and_repaired_by_provision(first_run,
     assert _changed_by_host(repair.stdout) == {"ctl1": 0, "node1": 1, "node2": 0}
     assert _ssh(LAYOUT, "node1", f"sysctl -n {SYSCTL}").strip() == "0"
     # The repair is recorded: the next `lab up` skips the converge again.
-    again = kiln_cli("lab", "up", "--stack", "lab", "--stacks-dir", str(stacks), timeout=1800)
+    again = kiln("lab", "up", "--stack", "lab", "--stacks-dir", str(stacks), timeout=1800)
     assert "provisioning skipped" in again.stdout, again.stdout[-3000:]
 
 
@@ -134,13 +160,18 @@ def test_slurm_runs_a_job_across_every_compute(first_run):
     assert sorted(_ssh(LAYOUT, "ctl1", "srun -N2 hostname").split()) == ["node1", "node2"]
 
 
-def test_prometheus_scrapes_every_node(first_run):
+def _address(stacks: Path, node: str) -> str:
+    """A host's address in the stack: what its exporters and Prometheus listen on."""
+    return next(str(h.address) for h in load_stack("lab", stacks).hosts if h.name == node)
+
+
+def test_prometheus_scrapes_every_node(first_run, stacks: Path):
     assert first_run.returncode == 0
     body = _ssh(
         LAYOUT,
         "ctl1",
         'python3 -c "import urllib.request; print(urllib.request.urlopen('
-        "'http://localhost:9090/api/v1/targets?state=active').read().decode())\"",
+        f"'http://{_address(stacks, 'ctl1')}:9090/api/v1/targets?state=active').read().decode())\"",
     )
     targets = json.loads(body)["data"]["activeTargets"]
     node_targets = {
@@ -185,7 +216,7 @@ def test_allreduce_through_slurm_on_the_computes(first_run):
 
 
 def _certify(stacks: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return kiln_cli(
+    return kiln(
         "certify", "--stack", "lab", "--stacks-dir", str(stacks), "--out", str(out), *extra,
         timeout=900,
     )  # fmt: skip
@@ -274,12 +305,12 @@ def test_a_compute_reading_shared_storage_slowly_is_named(healthy, stacks: Path,
     assert failed == {("storage.read-balance", "node1")}, doc["reason"]
 
 
-def test_the_verdict_reaches_prometheus_through_node_exporter(healthy: list[Path]):
+def test_the_verdict_reaches_prometheus_through_node_exporter(healthy: list[Path], stacks: Path):
     metrics = _ssh(
         LAYOUT,
         "node1",
         'python3 -c "import urllib.request; print(urllib.request.urlopen('
-        "'http://localhost:9100/metrics').read().decode())\"",
+        f"'http://{_address(stacks, 'node1')}:9100/metrics').read().decode())\"",
     )
     passed = [line for line in metrics.splitlines() if line.startswith("kiln_certification_passed")]
     assert passed and passed[0].endswith(" 1"), passed
@@ -293,7 +324,7 @@ def site_stacks(healthy: list[Path], stacks: Path, tmp_path_factory) -> Path:
     sources = [arg for out in healthy for arg in ("--from", str(out))]
     # The lab's 2 shared CPUs make runs vary by +-20% over minutes, more than three
     # steady runs show: the site says so (a halved link still falls far below).
-    made = kiln_cli(
+    made = kiln(
         "baseline", "generate", *sources, "--out", str(site), "--extends", "lab-cpu",
         "--min-tolerance", "0.35",
     )  # fmt: skip
@@ -351,3 +382,73 @@ def test_a_throttled_compute_is_named_and_no_other(
 def test_no_throttle_is_left_behind(healthy):
     qdiscs = subprocess.run(["tc", "qdisc", "show"], capture_output=True, text=True).stdout
     assert "tbf" not in qdiscs
+
+
+def test_no_secret_reaches_any_file_or_output(healthy, stacks: Path, tmp_path: Path):
+    """Secrets planted and generated (the munge key, the lab's SSH key, used both as a clear
+    `privateKey` and as a `privateKeyPath` file by static pools aimed at the lab's nodes)
+    appear nowhere Kiln wrote (state directory, runner artifacts, reports) nor in what it
+    printed, raw, base64, hex or JSON-quoted. Runs last: every run of the module is in."""
+    layout = LabLayout(LAB["id"])
+    key_text = layout.private_key.read_text()
+    addresses = {
+        line.split()[0].split(",")[1]: line.split()[0].split(",")[0]
+        for line in layout.known_hosts.read_text().splitlines()
+    }
+    lab_document = yaml.safe_load((stacks / "Pulumi.lab.yaml").read_text())["config"][
+        "kiln:cluster"
+    ]
+
+    def pool(name: str, hosts: list[tuple[str, list[str]]], ssh: dict) -> dict:
+        return {
+            "name": name,
+            "provider": "static",
+            "hosts": [{"name": h, "address": addresses[h], "roles": r} for h, r in hosts],
+            "ssh": {"knownHosts": str(layout.known_hosts), **ssh},
+        }
+
+    static = {
+        "name": "kiln-km-static",
+        "storage": lab_document["storage"],
+        "certification": lab_document["certification"],
+        "nodePools": [
+            pool("keyed", [("ctl1", ["controller", "storage"])], {"privateKey": key_text}),
+            pool(
+                "filed",
+                [("node1", ["compute"]), ("node2", ["compute"])],
+                {"privateKeyPath": str(layout.private_key)},
+            ),
+        ],
+    }
+    directory = tmp_path / "stacks"
+    directory.mkdir()
+    (directory / "Pulumi.static.yaml").write_text(
+        yaml.safe_dump({"config": {"kiln:cluster": static}})
+    )
+    out = tmp_path / "static-cert"
+    run = kiln(
+        "certify", "--stack", "static", "--stacks-dir", str(directory), "--out", str(out),
+        "--only", "preflight", "--no-publish",
+    )  # fmt: skip
+    # Exit 2 would mean a host could not be reached: both forms of the key were used.
+    assert run.returncode in (0, 1), run.stdout[-3000:] + run.stderr[-2000:]
+    facts = {
+        m["subject"] for m in _result(out)["measurements"] if m["name"].startswith("preflight.")
+    }
+    assert {"ctl1", "node1", "node2"} <= facts, facts
+    try:
+        planted = {
+            "munge key": secrets.read_munge_key(CLUSTER),
+            "lab SSH key": key_text.encode(),
+        }
+        assert planted["munge key"] == PLANTED_MUNGE_KEY, "the planted key was the one used"
+        written = files_under(
+            [state_root(), *healthy, out],
+            # The stores themselves (0700): the cluster's secrets and the lab's own key,
+            # and the lab machines' disks (a node holds its munge key, as it must).
+            skip=[state_root() / "secrets", layout.ssh_dir, layout.nodes_dir],
+        )
+        assert len(written) > 50, f"expected runs' artifacts and reports, found {len(written)}"
+        assert leaks(planted, written, OUTPUTS) == []
+    finally:
+        shutil.rmtree(secrets.secrets_dir("kiln-km-static"), ignore_errors=True)

@@ -19,7 +19,8 @@ from components.mocks import (
     plaintext_strings,
     settled,
 )
-from tests.pulumi.harness import FAKE_KUBECONFIG, build, fake_key, stack_cluster
+from kiln import monitoring_web
+from tests.pulumi.harness import FAKE_KUBECONFIG, build, fake_key, stack_cluster, stack_document
 
 pytestmark = pytest.mark.pulumi
 
@@ -117,3 +118,42 @@ def test_stack_outputs_are_readable_and_hold_no_key(monitor: RecordingMonitor, s
     return pulumi.Output.all(
         *public.values(), *[_is_secret(pulumi.Output.from_input(v)) for v in public.values()]
     ).apply(check)
+
+
+@pulumi.runtime.test
+def test_the_monitoring_password_and_tls_key_reach_every_playbook_only_as_secrets(
+    monitor: RecordingMonitor, tmp_path
+):
+    password = "kiln-test-monitoring-password-9c1e"
+    key = "-----BEGIN PRIVATE KEY-----\nkiln-test-tls-key-77ab\n-----END PRIVATE KEY-----\n"
+    cert = "-----BEGIN CERTIFICATE-----\nkiln-test-tls-cert\n-----END CERTIFICATE-----\n"
+    (tmp_path / "tls.key").write_text(key)
+    (tmp_path / "tls.crt").write_text(cert)
+    monitoring = {
+        **stack_document("staging")["config"]["kiln:cluster"].get("monitoring", {}),
+        # What the engine hands the program for a `{secure: ...}` password: the clear text.
+        "basicAuth": {"user": "scraper", "password": password},
+        "tls": {"certificateFile": str(tmp_path / "tls.crt"), "keyFile": str(tmp_path / "tls.key")},
+    }
+    cluster = stack_cluster("staging", monitoring=monitoring)
+    component = build(monitor, cluster)
+    hashed = monitoring_web.password_hash(cluster.name, "scraper", password)
+
+    def check(_):
+        playbooks = monitor.of_type(PLAYBOOK)
+        assert {r.inputs["stage"] for r in playbooks} >= {"node", "monitoring"}
+        for r in playbooks:
+            extra = r.inputs["secrets"]["extraVars"]
+            # Every stage's run gets them: its provider cannot decrypt the password.
+            assert extra["prometheus_scrape_basic_auth_password"] == password, r.urn
+            assert extra["node_exporter_web_basic_auth_users"] == {"scraper": hashed}, r.urn
+            assert extra["node_exporter_web_tls_key"] == key, r.urn
+            assert is_wrapped_secret(r.wire["secrets"]), r.urn
+            # The spec every resource carries names the user, never the password.
+            assert json.loads(r.inputs["cluster"])["monitoring"]["basicAuth"] == {"user": "scraper"}
+        for r in monitor.registrations:
+            text = json.dumps(plaintext_strings(r.wire))
+            assert password not in text and hashed not in text, r.urn
+            assert "kiln-test-tls-key-77ab" not in text, r.urn
+
+    return settled(component).apply(check)

@@ -659,7 +659,62 @@ def test_write_atomic_cleans_up_when_the_rename_fails(
         raise OSError("disk full")
 
     monkeypatch.setattr(report.os, "replace", broken_replace)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(report.ReportNotWritten, match="result.json: disk full"):
         write_reports(failing_result(), tmp_path)
     assert target.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["result.json"]
+
+
+def _full_after(monkeypatch: pytest.MonkeyPatch, writes: int) -> None:
+    """The disk fills up after `writes` temporary files were written."""
+    real = report.os.fdopen
+    count = [0]
+
+    def fdopen(fd: int, *args: object, **kwargs: object):  # noqa: ANN202
+        count[0] += 1
+        if count[0] > writes:
+            os.close(fd)
+            raise OSError(28, "No space left on device")
+        return real(fd, *args, **kwargs)
+
+    monkeypatch.setattr(report.os, "fdopen", fdopen)
+
+
+@pytest.mark.parametrize("writes", [0, 1, 3])
+def test_a_disk_that_fills_up_replaces_no_report_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writes: int
+) -> None:
+    """All four files or none: a full disk mid-way leaves the earlier run's four as they were
+    (never a new result.json beside an old report.html), and no temporary file."""
+    write_reports(partial_result(), tmp_path)
+    before = {name: (tmp_path / name).read_bytes() for name in REPORT_FILES}
+    _full_after(monkeypatch, writes)
+    with pytest.raises(report.ReportNotWritten, match="No space left on device") as caught:
+        write_reports(failing_result(), tmp_path)
+    assert str(tmp_path) in str(caught.value) and "unchanged" in str(caught.value)
+    assert {name: (tmp_path / name).read_bytes() for name in REPORT_FILES} == before
+    assert sorted(os.listdir(tmp_path)) == sorted(REPORT_FILES)
+
+
+def test_write_atomic_on_a_full_disk_keeps_the_old_file_and_says_which(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "evidence" / "preflight.json"
+    write_atomic(target, "old\n")
+    _full_after(monkeypatch, 0)
+    with pytest.raises(report.ReportNotWritten, match=r"preflight\.json: No space left"):
+        write_atomic(target, "new\n")
+    assert target.read_text() == "old\n"
+    assert os.listdir(target.parent) == ["preflight.json"]
+
+
+def test_check_writable_refuses_a_full_disk_and_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "certifications" / "run-1"
+    report.check_writable(out)  # a directory that does not exist yet: its parent is probed
+    assert os.listdir(tmp_path) == []
+    _full_after(monkeypatch, 0)
+    with pytest.raises(report.ReportNotWritten, match="No space left on device"):
+        report.check_writable(out)
+    assert os.listdir(tmp_path) == []

@@ -132,6 +132,9 @@ class LaunchResult:
     wall_s: float
     workdir: Path | None = None
     """Where outputs were kept, for a person to look at after a failure."""
+    result_error: str | None = None
+    """Why there is no result document, when there is none: what reading it said (the
+    fetch command's stderr, an unreadable file), so an error never says just "no result"."""
 
     @property
     def ok(self) -> bool:
@@ -156,6 +159,24 @@ class LaunchResult:
             tail = "" if r.returncode == 0 else f": {r.last_error_line()}"
             lines.append(f"  rank {r.rank} (host {r.host}): {state}{tail}")
         return "\n".join(lines)
+
+
+def stop_reason(
+    now: float,
+    deadline: float,
+    wall_timeout_s: float,
+    failed_at: float | None,
+    after_failure_s: float | None,
+    failed: str,
+) -> str | None:
+    """Why a launch still running at `now` must be stopped, or None to keep waiting: the
+    wall-clock limit, or `after_failure_s` gone by since `failed` (a rank, a task) failed
+    at `failed_at`, so one dead rank never leaves the others hanging to the wall limit."""
+    if now >= deadline:
+        return f"wall-clock limit of {wall_timeout_s:g} s"
+    if failed_at is not None and after_failure_s is not None and now >= failed_at + after_failure_s:
+        return f"still running {after_failure_s:g} s after {failed} failed"
+    return None
 
 
 class Launcher(ABC):

@@ -25,6 +25,7 @@ from validation.launch.base import (
     RankOutcome,
     RankSlot,
     assign_ranks,
+    stop_reason,
     with_json_arg,
 )
 from validation.ports import free_port
@@ -116,11 +117,13 @@ class LocalLauncher(Launcher):
         for proc, outcome in zip(procs, outcomes, strict=True):
             if outcome.returncode is None:
                 outcome.returncode = proc.poll()
+        document, problem = self._read_result(slots[0], json_path)
         return LaunchResult(
             ranks=outcomes,
-            result=self._fetch_result(slots[0], json_path),
+            result=document,
             wall_s=time.monotonic() - start,
             workdir=workdir,
+            result_error=problem,
         )
 
     # -- what differs between launchers that start ranks as local processes ------
@@ -151,9 +154,10 @@ class LocalLauncher(Launcher):
         """(argv, environment, stdin) of the local process that runs one rank."""
         return [self.python, "-m", module, *args], rank_env, subprocess.DEVNULL
 
-    def _fetch_result(self, rank0: RankSlot, json_path: str) -> dict | None:
-        """Rank 0's result document."""
-        return _read_json(Path(json_path))
+    def _read_result(self, rank0: RankSlot, json_path: str) -> tuple[dict | None, str | None]:
+        """Rank 0's result document, or None and why there is none."""
+        doc = _read_json(Path(json_path))
+        return doc, None if doc is not None else f"no result document at {json_path}"
 
     def _wait(
         self,
@@ -171,17 +175,14 @@ class LocalLauncher(Launcher):
             if all(o.returncode is not None for o in outcomes):
                 return
             now = time.monotonic()
-            reason = None
-            if now >= deadline:
-                reason = f"wall-clock limit of {self.wall_timeout_s:g} s"
-            elif (
-                first_failure is not None
-                and self.after_failure_s is not None
-                and now >= first_failure[0] + self.after_failure_s
-            ):
-                reason = (
-                    f"still running {self.after_failure_s:g} s after rank {first_failure[1]} failed"
-                )
+            reason = stop_reason(
+                now,
+                deadline,
+                self.wall_timeout_s,
+                first_failure[0] if first_failure else None,
+                self.after_failure_s,
+                f"rank {first_failure[1]}" if first_failure else "",
+            )
             if reason is not None:
                 late = [(p, o) for p, o in zip(procs, outcomes, strict=True) if p.poll() is None]
                 for _, outcome in late:

@@ -10,6 +10,7 @@ prints its result document on its output, so nothing is fetched afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import re
@@ -27,6 +28,7 @@ from validation.launch.base import (
     RankOutcome,
     assign_ranks,
     rendezvous_port,
+    stop_reason,
     with_json_arg,
 )
 from validation.launch.rank import RESULT_MARKER, parse_result_lines
@@ -41,6 +43,16 @@ class SlurmLauncher(Launcher):
 
     ``python`` and ``remote_dir``: where the validation runtime lives on the nodes
     (`kiln.role_defaults.validation_runtime()`).
+
+    ``after_failure_s``: how long the step may go on once srun reports a task that
+    failed. srun waits for every task's exit, and a task on a node that died (or
+    was cut off) never reports one until Slurm declares the node down (SlurmdTimeout,
+    minutes); the survivors say who stopped answering within the module's
+    ``--timeout``. Past this bound the launcher stops waiting, cancels the job
+    (``scancel`` by the step's unique job name, so nothing keeps the nodes) and
+    reports the tasks still running as killed. Set it above the module's
+    ``--timeout`` plus about 30 s, as for the SSH launcher; None waits for
+    ``wall_timeout_s``.
     """
 
     def __init__(
@@ -52,6 +64,7 @@ class SlurmLauncher(Launcher):
         remote_dir: str,
         partition: str | None = None,
         wall_timeout_s: float = 600.0,
+        after_failure_s: float | None = None,
         workdir: str | Path | None = None,
     ) -> None:
         self.login_host = login_host
@@ -60,6 +73,7 @@ class SlurmLauncher(Launcher):
         self.remote_dir = remote_dir
         self.partition = partition
         self.wall_timeout_s = wall_timeout_s
+        self.after_failure_s = after_failure_s
         self.workdir = Path(workdir) if workdir is not None else None
 
     def srun_command(
@@ -69,6 +83,7 @@ class SlurmLauncher(Launcher):
         hosts: Sequence[HostSpec],
         env: Mapping[str, str],
         json_path: str,
+        job_name: str | None = None,
     ) -> str:
         """The shell command run on the login host."""
         slots = {h.slots for h in hosts}
@@ -87,6 +102,7 @@ class SlurmLauncher(Launcher):
             f"--time={minutes}",
             f"--export={exports}",
             f"--chdir={self.remote_dir}",
+            *([f"--job-name={job_name}"] if job_name else []),
             *([f"--partition={self.partition}"] if self.partition else []),
             self.remote_python,
             "-m",
@@ -120,36 +136,16 @@ class SlurmLauncher(Launcher):
         step_env = {"MASTER_PORT": str(rendezvous_port()), **(env or {})}
         for host in hosts:
             step_env.update(host.env)
-        command = self.srun_command(module, args, hosts, step_env, json_path)
-        ssh = [
-            "ssh",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=10",
-            *(["-F", self.ssh_config] if self.ssh_config else []),
-            self.login_host,
-            command,
-        ]
+        job_name = f"kiln-{random.getrandbits(48):012x}"
+        command = self.srun_command(module, args, hosts, step_env, json_path, job_name)
         start = time.monotonic()
-        killed = None
-        try:
-            proc = subprocess.run(
-                ssh,
-                capture_output=True,
-                text=True,
-                check=False,
-                timeout=self.wall_timeout_s + 30,
-                stdin=subprocess.DEVNULL,
-            )
-            stdout, stderr, code = proc.stdout, proc.stderr, proc.returncode
-        except subprocess.TimeoutExpired as exc:
-            stdout = _text(exc.stdout)
-            stderr = _text(exc.stderr)
-            code, killed = None, f"wall-clock limit of {self.wall_timeout_s:g} s"
+        stdout, stderr, code, killed = self._run_step(command, workdir, start)
+        if killed is not None:
+            self._cancel(job_name)
         per_rank_out = _split_labelled(stdout, len(slots))
         per_rank_err = _split_labelled(stderr, len(slots))
         codes = _task_exit_codes(stderr, len(slots), code, killed is not None)
+        unfinished = [i for i, c in enumerate(codes) if c is None]
         result = None
         outcomes = []
         for slot in slots:
@@ -163,10 +159,97 @@ class SlurmLauncher(Launcher):
             )
             err_path.write_text("".join(f"{line}\n" for line in per_rank_err[slot.rank]))
             outcomes.append(
-                RankOutcome(slot.rank, slot.host.name, codes[slot.rank], killed, out_path, err_path)
+                RankOutcome(
+                    slot.rank,
+                    slot.host.name,
+                    codes[slot.rank],
+                    killed if slot.rank in unfinished else None,
+                    out_path,
+                    err_path,
+                )
             )
         (workdir / "srun.stderr").write_text(stderr)
-        return LaunchResult(outcomes, result, time.monotonic() - start, workdir)
+        problem = None
+        if result is None:
+            said = _tail(stderr) or _tail(stdout) or "no output"
+            problem = f"rank 0 printed no result document (srun exit {code}; it said: {said})"
+        return LaunchResult(
+            outcomes, result, time.monotonic() - start, workdir, result_error=problem
+        )
+
+    def _login_argv(self, command: str) -> list[str]:
+        """`command` on the login host, over OpenSSH."""
+        return [
+            "ssh",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=10",
+            "-o",
+            "ServerAliveInterval=5",
+            "-o",
+            "ServerAliveCountMax=3",
+            *(["-F", self.ssh_config] if self.ssh_config else []),
+            self.login_host,
+            command,
+        ]
+
+    def _run_step(
+        self, command: str, workdir: Path, start: float
+    ) -> tuple[str, str, int | None, str | None]:
+        """(stdout, stderr, exit status, why it was killed) of the srun step, bounded by the
+        wall-clock limit and by ``after_failure_s`` after srun's first failed task."""
+        out_path, err_path = workdir / "srun.out", workdir / "srun.err"
+        deadline = start + self.wall_timeout_s + 30
+        first_failure: float | None = None
+        killed = None
+        with open(out_path, "wb") as out, open(err_path, "wb") as err:
+            proc = subprocess.Popen(
+                self._login_argv(command),
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            try:
+                while proc.poll() is None:
+                    now = time.monotonic()
+                    if first_failure is None and _TASK_ERROR.search(_text(err_path.read_bytes())):
+                        first_failure = now
+                    killed = stop_reason(
+                        now,
+                        deadline,
+                        self.wall_timeout_s,
+                        first_failure,
+                        self.after_failure_s,
+                        "a task",
+                    )
+                    if killed:
+                        break
+                    time.sleep(0.2)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        proc.wait(timeout=10)
+        code = None if killed else proc.returncode
+        return _text(out_path.read_bytes()), _text(err_path.read_bytes()), code, killed
+
+    def _cancel(self, job_name: str) -> None:
+        """Cancel the step's job (best effort): a srun the launcher gave up on must not
+        keep its nodes allocated until its time limit."""
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            subprocess.run(
+                self._login_argv(f"scancel --full --name={shlex.quote(job_name)}"),
+                capture_output=True,
+                timeout=30,
+                check=False,
+                stdin=subprocess.DEVNULL,
+            )
+
+
+def _tail(text: str, lines: int = 3) -> str:
+    return " | ".join([line.strip() for line in text.splitlines() if line.strip()][-lines:])
 
 
 def _text(data: bytes | str | None) -> str:
@@ -192,10 +275,9 @@ def _split_labelled(text: str, ranks: int) -> list[list[str]]:
 def _task_exit_codes(
     stderr: str, ranks: int, step_code: int | None, killed: bool
 ) -> list[int | None]:
-    """Each task's exit status from srun's error lines; tasks not named exited 0."""
-    if killed:
-        return [None] * ranks
-    codes: list[int | None] = [0] * ranks
+    """Each task's exit status from srun's error lines; tasks not named exited 0, or,
+    when the launcher killed the step, never reported an exit (None)."""
+    codes: list[int | None] = [None if killed else 0] * ranks
     for match in _TASK_ERROR.finditer(stderr):
         tasks = _expand(match.group(2))
         what = match.group(3)
@@ -204,7 +286,7 @@ def _task_exit_codes(
         for task in tasks:
             if task < ranks:
                 codes[task] = code
-    if step_code not in (0, None) and all(c == 0 for c in codes):
+    if not killed and step_code not in (0, None) and all(c == 0 for c in codes):
         # srun itself failed (allocation refused, bad node list): no task ran.
         codes = [step_code] * ranks
     return codes

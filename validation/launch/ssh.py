@@ -82,20 +82,32 @@ class SshLauncher(LocalLauncher):
         # stdin is a pipe held open by this process: its EOF is the remote kill switch.
         return [*self._ssh(slot.host.reach, slot.host.ssh_user), remote], None, subprocess.PIPE
 
-    def _fetch_result(self, rank0: RankSlot, json_path: str) -> dict | None:
+    def _read_result(self, rank0: RankSlot, json_path: str) -> tuple[dict | None, str | None]:
         remote = (
             f"cat {shlex.quote(json_path)} && rm -rf {shlex.quote(str(Path(json_path).parent))}"
         )
-        fetched = subprocess.run(
-            [*self._ssh(rank0.host.reach, rank0.host.ssh_user), remote],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
+        where = f"{json_path} on {rank0.host.name}"
+        try:
+            fetched = subprocess.run(
+                [*self._ssh(rank0.host.reach, rank0.host.ssh_user), remote],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+                stdin=subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired:
+            return None, f"reading {where}: no answer within 60 s"
         try:
             doc = json.loads(fetched.stdout)
         except json.JSONDecodeError:
-            return None
-        return doc if isinstance(doc, dict) else None
+            said = stderr_tail(fetched.stderr) or f"{len(fetched.stdout)} bytes that are not JSON"
+            return None, f"reading {where}: exit {fetched.returncode}: {said}"
+        if not isinstance(doc, dict):
+            return None, f"reading {where}: not a JSON object"
+        return doc, None
+
+
+def stderr_tail(text: str, lines: int = 3) -> str:
+    """The last non-empty lines of a command's stderr on one line (" | " between)."""
+    return " | ".join([line.strip() for line in text.splitlines() if line.strip()][-lines:])
