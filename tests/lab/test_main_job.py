@@ -8,6 +8,7 @@ it never touches a lab a developer keeps up.
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import subprocess
@@ -34,6 +35,9 @@ LAB = {"id": "km", "subnet": "10.77.99.0/24"}
 CLUSTER = "kiln-km"
 # Planted in the munge key store before the first run: recognisable in any file or output.
 PLANTED_MUNGE_KEY = b"KILN-PLANTED-MUNGE-KEY-" * 4
+# Basic auth in front of node_exporter and Prometheus, its password planted the same way.
+MONITORING_USER = "kiln"
+PLANTED_PASSWORD = "kiln-planted-monitoring-password-5d1c"
 # What every `kiln` command of this module printed, for the secret scan at the end.
 OUTPUTS: dict[str, str] = {}
 
@@ -57,6 +61,13 @@ def stacks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     document["config"]["kiln:cluster"]["lab"] = LAB
     document["config"]["kiln:cluster"]["name"] = CLUSTER
     directory = tmp_path_factory.mktemp("stacks")
+    password = directory / "monitoring.password"
+    password.write_text(PLANTED_PASSWORD + "\n")
+    password.chmod(0o600)
+    document["config"]["kiln:cluster"]["monitoring"]["basicAuth"] = {
+        "user": MONITORING_USER,
+        "passwordFile": str(password),
+    }
     (directory / "Pulumi.lab.yaml").write_text(yaml.safe_dump(document))
     teardown(LabLayout(LAB["id"]))
     _forget_cluster()
@@ -160,6 +171,18 @@ def test_slurm_runs_a_job_across_every_compute(first_run):
     assert sorted(_ssh(LAYOUT, "ctl1", "srun -N2 hostname").split()) == ["node1", "node2"]
 
 
+def _http_get(node: str, url: str) -> str:
+    """GET `url` from inside `node`, with the monitoring's basic auth."""
+    token = base64.b64encode(f"{MONITORING_USER}:{PLANTED_PASSWORD}".encode()).decode()
+    return _ssh(
+        LAYOUT,
+        node,
+        'python3 -c "import urllib.request as u; '
+        f"print(u.urlopen(u.Request('{url}', headers={{'Authorization': 'Basic {token}'}}))"
+        '.read().decode())"',
+    )
+
+
 def _address(stacks: Path, node: str) -> str:
     """A host's address in the stack: what its exporters and Prometheus listen on."""
     return next(str(h.address) for h in load_stack("lab", stacks).hosts if h.name == node)
@@ -167,12 +190,7 @@ def _address(stacks: Path, node: str) -> str:
 
 def test_prometheus_scrapes_every_node(first_run, stacks: Path):
     assert first_run.returncode == 0
-    body = _ssh(
-        LAYOUT,
-        "ctl1",
-        'python3 -c "import urllib.request; print(urllib.request.urlopen('
-        f"'http://{_address(stacks, 'ctl1')}:9090/api/v1/targets?state=active').read().decode())\"",
-    )
+    body = _http_get("ctl1", f"http://{_address(stacks, 'ctl1')}:9090/api/v1/targets?state=active")
     targets = json.loads(body)["data"]["activeTargets"]
     node_targets = {
         t["labels"].get("node", t["labels"]["instance"]): t["health"]
@@ -306,12 +324,7 @@ def test_a_compute_reading_shared_storage_slowly_is_named(healthy, stacks: Path,
 
 
 def test_the_verdict_reaches_prometheus_through_node_exporter(healthy: list[Path], stacks: Path):
-    metrics = _ssh(
-        LAYOUT,
-        "node1",
-        'python3 -c "import urllib.request; print(urllib.request.urlopen('
-        f"'http://{_address(stacks, 'node1')}:9100/metrics').read().decode())\"",
-    )
+    metrics = _http_get("node1", f"http://{_address(stacks, 'node1')}:9100/metrics")
     passed = [line for line in metrics.splitlines() if line.startswith("kiln_certification_passed")]
     assert passed and passed[0].endswith(" 1"), passed
 
@@ -385,7 +398,8 @@ def test_no_throttle_is_left_behind(healthy):
 
 
 def test_no_secret_reaches_any_file_or_output(healthy, stacks: Path, tmp_path: Path):
-    """Secrets planted and generated (the munge key, the lab's SSH key, used both as a clear
+    """Secrets planted and generated (the munge key, the monitoring's basic-auth password, the
+    lab's SSH key, used both as a clear
     `privateKey` and as a `privateKeyPath` file by static pools aimed at the lab's nodes)
     appear nowhere Kiln wrote (state directory, runner artifacts, reports) nor in what it
     printed, raw, base64, hex or JSON-quoted. Runs last: every run of the module is in."""
@@ -440,6 +454,8 @@ def test_no_secret_reaches_any_file_or_output(healthy, stacks: Path, tmp_path: P
         planted = {
             "munge key": secrets.read_munge_key(CLUSTER),
             "lab SSH key": key_text.encode(),
+            # Used: Prometheus scraped every node with it (test_prometheus_scrapes_every_node).
+            "monitoring password": PLANTED_PASSWORD.encode(),
         }
         assert planted["munge key"] == PLANTED_MUNGE_KEY, "the planted key was the one used"
         written = files_under(
