@@ -58,7 +58,7 @@ def test_host_keys_are_verified_not_trusted_on_first_use(two_node_lab: Lab):
     # t1's address with t2's host key: a changed key must be refused.
     key = other.known_hosts.read_text().splitlines()[1].split(" ", 1)[1]
     wrong.write_text(f"{target.address} {key}\n")
-    with pytest.raises(Exception, match="SSH failed"):
+    with pytest.raises(Exception, match="HOST KEY CHANGED since it was trusted in"):
         ssh.connect(ssh.SshTarget(target.name, target.address, "root", target.key_file, wrong))
 
 
