@@ -12,10 +12,15 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def write_stack(directory: Path, name: str, cluster: dict) -> Path:
-    """Write `Pulumi.<name>.yaml` holding `kiln:cluster` into `directory`."""
+    """Write `Pulumi.<name>.yaml` holding `kiln:cluster` into `directory` (and, for a
+    Kubernetes stack, a placeholder `kiln:kubeconfig` Pulumi secret: every front door
+    requires one, and no test here talks to a Kubernetes API)."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"Pulumi.{name}.yaml"
-    path.write_text(yaml.safe_dump({"config": {"kiln:cluster": cluster}}, sort_keys=False))
+    config: dict = {"kiln:cluster": cluster}
+    if cluster.get("scheduler") == "kubernetes":
+        config["kiln:kubeconfig"] = {"secure": "v1:placeholder"}
+    path.write_text(yaml.safe_dump({"config": config}, sort_keys=False))
     return path
 
 
