@@ -257,14 +257,20 @@ def _without_excluded_roles(cluster: Cluster, playbook: Path, directory: Path) -
     """`playbook`, or a copy of it in `directory` without the roles another owner runs in
     this stack (`kiln.plays.excluded_roles`: the GPU Operator's driver, Kubernetes'
     monitoring), so `kiln provision` applies what `pulumi up` applies."""
-    from kiln.plays import excluded_roles, load_site, site_without
+    from kiln.plays import excluded_roles, load_site, roles_in, site_without
 
     excluded = excluded_roles(cluster)
-    if not excluded:
+    site = load_site(playbook.parent, playbook.name) if excluded else []
+    if not excluded & roles_in(site):
         return playbook
-    plays = site_without(load_site(playbook.parent, playbook.name), excluded)
-    applied = directory / f"kiln-{playbook.name}"
-    applied.write_text(yaml.safe_dump(plays, sort_keys=False))
+    applied = directory / "kiln-play" / playbook.name
+    applied.parent.mkdir()
+    applied.write_text(yaml.safe_dump(site_without(site, excluded), sort_keys=False))
+    # The roles the playbook found beside it (a `roles` directory, or its own directory
+    # for roles/site.yml) stay beside the copy: Ansible looks there first.
+    beside = playbook.parent / "roles"
+    roles = beside if beside.is_dir() else playbook.parent
+    (applied.parent / "roles").symlink_to(roles.resolve(), target_is_directory=True)
     return applied
 
 
