@@ -104,10 +104,21 @@ def _report(exc: Exception) -> None:
 def _load(stack: str, stacks_dir: Path | None, reach: bool = True) -> Cluster:
     """The stack, checked; with `reach` also that this machine can log in to its hosts."""
     cluster = load_stack(stack, stacks_dir)
-    problems = check_key_files(cluster, reach=reach)
+    if reach:
+        _require_reach(cluster, stack)
+    else:
+        _require(check_key_files(cluster), stack)
+    return cluster
+
+
+def _require_reach(cluster: Cluster, stack: str) -> None:
+    """This machine can log in to every static host: usable keys, readable known_hosts."""
+    _require(check_key_files(cluster, reach=True), stack)
+
+
+def _require(problems: list[Problem], stack: str) -> None:
     if problems:
         raise ConfigError(f"stack {stack}", problems)
-    return cluster
 
 
 @config_app.command("check")
@@ -367,7 +378,7 @@ def certify_cmd(
     # Kubernetes stacks are refused (certify_stack) before the SSH keys they do not use.
     cluster = _load(stack, stacks_dir, reach=False)
     if cluster.scheduler != "kubernetes":
-        _load(stack, stacks_dir, reach=True)
+        _require_reach(cluster, stack)
     out_path = out_dir or default_out_dir(cluster.name)
     phases = tuple(p.strip() for p in only.split(",") if p.strip()) if only else None
     request = Request(stack, out_path, profile, phases, compare, publish=publish)

@@ -30,7 +30,7 @@ from pathlib import Path
 import paramiko
 
 from kiln.config import DEFAULT_KNOWN_HOSTS, Cluster, NodePool
-from kiln.keyfiles import is_known_hosts_lines
+from kiln.keyfiles import is_known_hosts_lines, replace_private
 from kiln.paths import state_root
 from kiln.ssh import SshTarget
 
@@ -70,7 +70,7 @@ def known_hosts_file(cluster: Cluster, pool: NodePool) -> Path:
         if learnt.is_file():
             text = text.rstrip("\n") + "\n" + learnt.read_text()
     target = trust_dir(cluster.name) / f"{pool.name}.known_hosts"
-    _write_private(target, text.strip("\n") + "\n" if text.strip() else "")
+    replace_private(target, text.strip("\n") + "\n" if text.strip() else "")
     return target
 
 
@@ -226,14 +226,3 @@ def _record(path: Path, target: SshTarget, key: paramiko.PKey) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with os.fdopen(fd, "a") as handle:
         handle.write(line)
-
-
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if path.is_file() and path.read_text() == text:
-        return
-    partial = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(partial, path)

@@ -72,6 +72,20 @@ def write_private(directory: Path, name: str, content: str) -> Path:
     return path
 
 
+def replace_private(path: Path, text: str) -> None:
+    """Make `path` hold `text`, readable by its owner only (file 0600, new directories
+    0700), replaced atomically and only when it differs: every tool of a run reads the
+    same file, and a reader never sees half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.is_file() and path.read_text() == text:
+        return
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(partial, path)
+
+
 def is_known_hosts_lines(value: str) -> bool:
     """True when a `knownHosts` setting holds entries rather than a file name."""
     return any(f" {kind}" in value for kind in _KEY_TYPES)

@@ -31,6 +31,7 @@ from pydantic import SecretStr
 from kiln import monitoring_web, redact
 from kiln.config import Cluster
 from kiln.errors import KilnError
+from kiln.keyfiles import replace_private
 from kiln.paths import state_root
 
 # What `mungekey --create` writes by default (1024 bits); munged refuses < 32 bytes.
@@ -103,16 +104,11 @@ def ssh_key_file(cluster_name: str, pool_name: str, key: SecretStr) -> Path:
     path = secrets_dir(cluster_name) / "ssh" / f"{pool_name}.key"
     text = key.get_secret_value()
     text = text if text.endswith("\n") else text + "\n"
-    if path.is_file() and path.read_text() == text:
-        return path
+    # The store's directories are 0700 even where an older run made them otherwise.
     for directory in (path.parent.parent.parent, path.parent.parent, path.parent):
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         directory.chmod(0o700)
-    partial = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(partial, path)
+    replace_private(path, text)
     return path
 
 
