@@ -8,9 +8,13 @@ from collections.abc import Iterable
 from pathlib import Path
 
 
-def forms(secret: bytes) -> dict[str, bytes]:
+def forms(secret: bytes, generic: bytes = b"") -> dict[str, bytes]:
     """The ways a leaked secret shows up: raw (and each long line of it), base64, hex, and
-    as a JSON string would quote it (a secret inside an event or a result document)."""
+    as a JSON string would quote it (a secret inside an event or a result document).
+
+    `generic` is an unrelated secret of the same kind (another key of the same type): a
+    needle found in it is format, not secret (every OpenSSH ed25519 key opens with the
+    same header and first line), and would report any key file anywhere as a leak."""
     found: dict[str, bytes] = {}
     pieces = [secret.strip()] + [
         line.strip()
@@ -18,12 +22,24 @@ def forms(secret: bytes) -> dict[str, bytes]:
         if len(line.strip()) >= 16 and not line.startswith(b"-----")
     ]
     for i, piece in enumerate(pieces):
-        found[f"raw[{i}]"] = piece[:48]
-        found[f"base64[{i}]"] = base64.b64encode(piece)[:48]
-        found[f"hex[{i}]"] = piece.hex().encode()[:48]
-        quoted = json.dumps(piece.decode("utf-8", "surrogateescape"))[1:49]
-        found[f"json[{i}]"] = quoted.encode("utf-8", "surrogateescape")
-    return {name: needle for name, needle in found.items() if len(needle) >= 12}
+        quoted = json.dumps(piece.decode("utf-8", "surrogateescape"))[1:-1]
+        encoded = {
+            "raw": piece,
+            "base64": base64.b64encode(piece),
+            "hex": piece.hex().encode(),
+            "json": quoted.encode("utf-8", "surrogateescape"),
+        }
+        for form, text in encoded.items():
+            found[f"{form}[{i}]"] = text[:48]
+            # The middle too: a whole key's head is format (see `generic`), its middle is not.
+            middle = len(text) // 2
+            found[f"{form}[{i}] middle"] = text[middle : middle + 48]
+    shared = set(forms(generic).values()) if generic else set()
+    return {
+        name: needle
+        for name, needle in found.items()
+        if len(needle) >= 12 and needle not in generic and needle not in shared
+    }
 
 
 def files_under(roots: Iterable[Path], skip: Iterable[Path] = ()) -> list[Path]:
@@ -42,9 +58,20 @@ def files_under(roots: Iterable[Path], skip: Iterable[Path] = ()) -> list[Path]:
     return files
 
 
-def leaks(secrets: dict[str, bytes], files: Iterable[Path], texts: dict[str, str]) -> list[str]:
-    """`<secret> <form> in <where>` for every hit; empty when nothing leaked."""
-    needles = {f"{name} {form}": n for name, s in secrets.items() for form, n in forms(s).items()}
+def leaks(
+    secrets: dict[str, bytes],
+    files: Iterable[Path],
+    texts: dict[str, str],
+    generic: dict[str, bytes] | None = None,
+) -> list[str]:
+    """`<secret> <form> in <where>` for every hit; empty when nothing leaked. `generic`
+    maps a secret's name to an unrelated one of its kind (see `forms`)."""
+    generic = generic or {}
+    needles = {
+        f"{name} {form}": n
+        for name, s in secrets.items()
+        for form, n in forms(s, generic.get(name, b"")).items()
+    }
     hits = []
     for path in files:
         data = path.read_bytes()
