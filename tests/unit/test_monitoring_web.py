@@ -5,9 +5,7 @@ the stack's checks, and the spec resources carry without the password."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import bcrypt
@@ -22,7 +20,7 @@ from kiln.inventory import Access, build_inventory
 from kiln.ssh import SshTarget
 from kiln.stack import ConfigError, check_key_files, cluster_from_document
 from tests.certs import self_signed
-from tests.conftest import REPO
+from tests.unit.local_playbook import run_local_playbook
 
 pytestmark = pytest.mark.unit
 
@@ -363,35 +361,8 @@ PLAYBOOK = """
 def render(tmp_path: Path, cluster, facts: dict[str, list[str]]) -> subprocess.CompletedProcess:
     inv = inventory(cluster)
     for name, hostvars in inv["all"]["hosts"].items():
-        hostvars.update(ansible_connection="local", ansible_all_ipv4_addresses=facts[name])
-    (tmp_path / "inventory.json").write_text(json.dumps(inv))
-    (tmp_path / "render.yml").write_text(PLAYBOOK)
-    extra = {
-        "out": str(tmp_path),
-        "roles_dir": str(REPO / "roles"),
-        **monitoring_web.provision_vars(cluster),
-    }
-    (tmp_path / "extra.json").write_text(json.dumps(extra))
-    return subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            "-i",
-            str(tmp_path / "inventory.json"),
-            "-e",
-            f"@{tmp_path / 'extra.json'}",
-            str(tmp_path / "render.yml"),
-        ],
-        env={
-            **os.environ,
-            "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
-            "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
-            "ANSIBLE_NOCOLOR": "1",
-        },
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+        hostvars.update(ansible_all_ipv4_addresses=facts[name])
+    return run_local_playbook(tmp_path, inv, PLAYBOOK, monitoring_web.provision_vars(cluster))
 
 
 FACTS = {

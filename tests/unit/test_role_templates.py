@@ -8,10 +8,6 @@ and their templates are rendered locally with made-up hardware facts.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +17,7 @@ from kiln.inventory import Access, build_inventory
 from kiln.ssh import SshTarget
 from kiln.stack import load_stack
 from tests.conftest import REPO
+from tests.unit.local_playbook import run_local_playbook
 
 pytestmark = pytest.mark.unit
 
@@ -72,31 +69,9 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     inventory = build_inventory(cluster, access)
     for name, hostvars in inventory["all"]["hosts"].items():
-        hostvars.update(FACTS, ansible_connection="local", ansible_hostname=name)
+        hostvars.update(FACTS, ansible_hostname=name)
     work = tmp_path_factory.mktemp("render")
-    (work / "inventory.json").write_text(json.dumps(inventory))
-    (work / "render.yml").write_text(PLAYBOOK)
-    roles = REPO / "roles"
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            "-i",
-            str(work / "inventory.json"),
-            "-e",
-            json.dumps({"out": str(work), "roles_dir": str(roles)}),
-            str(work / "render.yml"),
-        ],
-        env={
-            **os.environ,
-            "ANSIBLE_ROLES_PATH": str(roles),
-            "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
-            "ANSIBLE_NOCOLOR": "1",
-        },
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = run_local_playbook(work, inventory, PLAYBOOK, {})
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     return work
 
