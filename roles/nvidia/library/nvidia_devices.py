@@ -16,7 +16,8 @@ DOCUMENTATION = r"""
 module: nvidia_devices
 short_description: Find NVIDIA GPUs and NVSwitches on the PCI bus and the loaded NVIDIA modules
 description:
-  - Reads <pci_root>/<address>/{vendor,class}, <proc_root>/modules and <proc_root>/driver/nvidia/version.
+  - Reads <pci_root>/<address>/{vendor,class}, <proc_root>/modules and
+    <proc_root>/driver/nvidia/version.
   - Never changes the host; supports check mode.
 options:
   pci_root:
@@ -35,7 +36,8 @@ gpus:
   type: list
   elements: str
 nvswitches:
-  description: PCI addresses of NVIDIA bridges (class 0x0680): NVSwitches, which need fabric manager.
+  description: >-
+    PCI addresses of NVIDIA bridges (class 0x0680): NVSwitches, which need fabric manager.
   type: list
   elements: str
 loaded_driver:
@@ -92,7 +94,8 @@ def loaded_driver(proc_root: str) -> str | None:
 
 
 def loaded_modules(proc_root: str) -> list[str]:
-    names = {line.split()[0] for line in _read(os.path.join(proc_root, "modules")).splitlines() if line}
+    lines = _read(os.path.join(proc_root, "modules")).splitlines()
+    names = {line.split()[0] for line in lines if line}
     return [m for m in _MODULES if m in names]
 
 
