@@ -184,8 +184,9 @@ def load(name: str) -> tuple[Baseline, dict[str, Any]]:
         baseline = Baseline.model_validate(merged)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc']) or '(top)'}: {error['msg']}"
-            for error in exc.errors()
+            f"{'.'.join(str(p) for p in error['loc']) or '(top)'}: "
+            + error["msg"].removeprefix("Value error, ")
+            for error in exc.errors(include_url=False)
         )
         raise UsageError(f"baseline {top}: {problems}") from None
     digest = hashlib.sha256()

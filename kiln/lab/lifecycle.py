@@ -126,9 +126,16 @@ class Lab:
         if not self.hosts:
             raise UsageError("the stack has no pool with provider: lab")
         self.preflight_host()
-        veths = [self.layout.veth(h.name) for h in self.hosts]
-        if len(set(veths)) != len(veths):
-            raise UsageError("two lab node names hash to the same link name: rename one")
+        by_link: dict[str, str] = {}
+        for host in self.hosts:
+            link = self.layout.veth(host.name)
+            if link in by_link:
+                raise UsageError(
+                    f"lab nodes {by_link[link]!r} and {host.name!r} would share the host "
+                    f"link name {link} (link names hold 5 hex digits of a hash of the node "
+                    "name): rename one"
+                )
+            by_link[link] = host.name
         network.check_subnet_free(self.layout, self.settings.subnet)
 
     def preflight_host(self) -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from kiln.cli import app
 from kiln.errors import UsageError
 from kiln.lab import lifecycle as lab_module
 from kiln.lab.lifecycle import Lab
-from kiln.stack import load_stack
+from kiln.stack import cluster_from_document, load_stack
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.unit
@@ -60,3 +61,27 @@ def test_cli_exits_2_with_one_line_and_no_traceback(monkeypatch: pytest.MonkeyPa
     assert result.exit_code == 2
     assert "need root" in result.output
     assert "Traceback" not in result.output
+
+
+def test_two_nodes_whose_link_names_collide_are_both_named(monkeypatch: pytest.MonkeyPatch):
+    """Host link names keep 5 hex digits of a hash of the node name; the pair that would
+    share one is named before anything is made."""
+    calls = _no_changes(monkeypatch)
+    layout = Lab(load_stack("lab", REPO / "stacks")).layout
+    seen: dict[str, str] = {}
+    for i in range(200_000):
+        name = f"n{i}"
+        link = layout.veth(name)
+        if link in seen:
+            pair = (seen[link], name)
+            break
+        seen[link] = name
+    document = yaml.safe_load((REPO / "stacks" / "Pulumi.lab.yaml").read_text())
+    cluster = document["config"]["kiln:cluster"]
+    cluster["nodePools"][0]["hosts"] += [{"name": n, "roles": ["compute"]} for n in pair]
+    monkeypatch.setattr(lab_module.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(lab_module.shutil, "which", lambda tool: "/bin/x")
+    with pytest.raises(UsageError) as exc:
+        Lab(cluster_from_document(document, "test")).preflight()
+    assert f"lab nodes {pair[0]!r} and {pair[1]!r} would share the host link name" in str(exc.value)
+    assert calls == []
