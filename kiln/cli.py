@@ -261,10 +261,61 @@ def provision_cmd(
     diff: Annotated[
         bool, typer.Option("--diff", help="Show what each changed file would look like.")
     ] = False,
+    rotate_munge_key: Annotated[
+        bool,
+        typer.Option(
+            "--rotate-munge-key",
+            help="Make a new munge key for the cluster (the old one is kept beside it) "
+            "and install it on every host.",
+        ),
+    ] = False,
+    replace_munge_key: Annotated[
+        bool,
+        typer.Option(
+            "--replace-munge-key",
+            help="Install this machine's munge key on hosts holding another one "
+            "(finishes a rotation that did not reach every host).",
+        ),
+    ] = False,
 ) -> None:
     """Apply the Ansible roles (roles/site.yml) to the stack's hosts."""
     hosts = [h.strip() for h in limit.split(",") if h.strip()] if limit else None
-    _provision(_load(stack, stacks_dir), hosts, check=check, diff=diff)
+    cluster = _load(stack, stacks_dir)
+    extra_vars = _munge_key_vars(
+        cluster, hosts, check=check, rotate=rotate_munge_key, replace=replace_munge_key
+    )
+    _provision(cluster, hosts, check=check, diff=diff, extra_vars=extra_vars)
+
+
+def _munge_key_vars(
+    cluster: Cluster, hosts: list[str] | None, *, check: bool, rotate: bool, replace: bool
+) -> dict[str, bool] | None:
+    """The munge role replaces a key it installed only when told to (`munge_rotate_key`):
+    a re-run from a machine that holds another key must not split the cluster. Rotation
+    makes the new key here first, so every refusal comes before that."""
+    if not (rotate or replace):
+        return None
+    flag = "--rotate-munge-key" if rotate else "--replace-munge-key"
+    if rotate and replace:
+        raise UsageError("--rotate-munge-key already installs the key: drop --replace-munge-key")
+    if cluster.scheduler != "slurm":
+        raise UsageError(f"{flag}: stack {cluster.name} runs no Slurm, so it has no munge key")
+    if rotate and check:
+        raise UsageError("--rotate-munge-key makes a new key: it cannot run with --check")
+    if rotate and hosts is not None:
+        # A key on some hosts only would stop Slurm between them and the others.
+        raise UsageError("--rotate-munge-key goes to every host: drop --limit")
+    if rotate:
+        from kiln import secrets
+
+        secrets.rotate_munge_key(cluster.name)
+        out.print(
+            f"new munge key for cluster {cluster.name} (the old one is kept beside it in "
+            f"{secrets.secrets_dir(cluster.name)}); installing it on every host",
+            markup=False,
+            highlight=False,
+        )
+    return {"munge_rotate_key": True}
 
 
 # `kiln provision --check` found something to change: a drift alarm in CI,
@@ -273,14 +324,24 @@ EXIT_WOULD_CHANGE = 3
 
 
 def _provision(
-    cluster: Cluster, hosts: list[str] | None, *, check: bool = False, diff: bool = False
+    cluster: Cluster,
+    hosts: list[str] | None,
+    *,
+    check: bool = False,
+    diff: bool = False,
+    extra_vars: dict[str, bool] | None = None,
 ) -> None:
     """Run the roles with a progress line; exit 1 unless every targeted host succeeded."""
     from kiln.converge_record import provision_and_record
 
     with out.status("checking" if check else "provisioning") as status:
         result = provision_and_record(
-            cluster, hosts, on_event=lambda message: status.update(message), check=check, diff=diff
+            cluster,
+            hosts,
+            on_event=lambda message: status.update(message),
+            check=check,
+            diff=diff,
+            extra_vars=extra_vars,
         )
     out.print(provision_table(result))
     for text in result.diffs:

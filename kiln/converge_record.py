@@ -139,13 +139,16 @@ def provision_and_record(
     on_event: OnEvent = lambda _: None,
     check: bool = False,
     diff: bool = False,
+    extra_vars: dict[str, Any] | None = None,
 ) -> ProvisionResult:
     """`kiln.provision.provision` of roles/site.yml, keeping the record true.
 
     A successful run over every host is recorded; a failed run, a run over some
     hosts only, or a check that found something to change drops the record.
     """
-    result = provision(cluster, hosts, on_event=on_event, check=check, diff=diff)
+    result = provision(
+        cluster, hosts, on_event=on_event, check=check, diff=diff, extra_vars=extra_vars
+    )
     whole = hosts is None or set(hosts) >= {h.name for h in cluster.hosts}
     if not result.succeeded or (check and result.changed) or (not check and not whole):
         forget(cluster)

@@ -74,8 +74,9 @@ def read_munge_key(cluster_name: str) -> bytes:
 def rotate_munge_key(cluster_name: str) -> bytes:
     """Replace the cluster's key with a new one; the old one stays beside it.
 
-    Provision afterwards with `extra_vars={"munge_rotate_key": True}`: nodes
-    holding the old key are only overwritten when that variable says so.
+    `kiln provision --rotate-munge-key` calls this, then provisions with
+    `munge_rotate_key: true`: nodes holding the old key are only overwritten
+    when that variable says so.
     """
     path = munge_key_path(cluster_name)
     if path.exists():

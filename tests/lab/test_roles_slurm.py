@@ -159,7 +159,7 @@ def test_rotating_the_key_takes_the_explicit_variable(lab: Lab):
 
     refused = converge(lab, ["munge"])
     assert not refused.succeeded
-    assert all("munge_rotate_key=true" in e for e in refused.errors), refused.errors
+    assert all("kiln provision --replace-munge-key" in e for e in refused.errors), refused.errors
     for node in ["sctl", *COMPUTES]:
         assert host(lab, node).file("/etc/munge/munge.key").sha256sum == old, node
 
