@@ -122,6 +122,22 @@ def test_allreduce_through_srun_on_2_and_3_hosts(lab: Lab, computes: list[str]):
     assert all(row["wrong"] == 0 and row["busbw_gbps"] > 0 for row in rows), rows
 
 
+def test_hosts_with_different_slot_counts_share_one_step_in_rank_order(lab: Lab):
+    """Pools with different GPU counts per node certify together: two ranks on sc1 and
+    one on sc2, numbered node by node as the other launchers number them."""
+    launcher = SlurmLauncher(
+        "sctl", ssh_config=lab.layout.ssh_config, wall_timeout_s=180, **validation_runtime()
+    )
+    args = ["-b", "4K", "-e", "64K", "-f", "16", "-w", "1", "-n", "3", "--timeout", "30"]
+    hosts = [HostSpec("sc1", slots=2), HostSpec("sc2", slots=1)]
+    result = launcher.launch("validation.allreduce", args, hosts)
+    assert result.ok, result.summary()
+    assert result.result is not None, result.summary()
+    assert result.result["environ"]["hostnames"] == ["sc1", "sc1", "sc2"]
+    rows = result.result["metrics"]["sizes"]
+    assert all(row["wrong"] == 0 and row["busbw_gbps"] > 0 for row in rows), rows
+
+
 def test_bad_settings_fail_before_any_host_changes(lab: Lab):
     result = converge(lab, SLURM_ROLES, extra_vars={"slurm_memory_headroom_percent": 80})
     assert not result.succeeded

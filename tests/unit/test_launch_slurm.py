@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shlex
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -31,11 +34,42 @@ def test_srun_asks_for_exactly_the_hosts_with_block_layout_and_a_time_limit():
     assert words[-4:] == ["--", "validation.allreduce", "-b", "1M"]
 
 
-def test_uneven_slots_are_refused():
-    with pytest.raises(ValueError, match="same number of slots"):
-        SlurmLauncher("ctl", **RUNTIME).srun_command(
-            "m", [], [HostSpec("a", slots=1), HostSpec("b", slots=2)], {}, "/tmp/r"
+def test_uneven_slots_place_each_rank_by_a_hostfile_node_by_node(tmp_path, monkeypatch):
+    """Pools with 8 and 4 GPUs in one step: srun (a stand-in on PATH that reports what
+    it was given) reads SLURM_HOSTFILE, one line per task in rank order; the file is
+    gone afterwards and srun's exit status is the command's."""
+    fake = tmp_path / "bin" / "srun"
+    fake.parent.mkdir()
+    fake.write_text(
+        '#!/bin/sh\necho "file=$SLURM_HOSTFILE"\ncat "$SLURM_HOSTFILE"\necho "args=$*"\nexit 7\n'
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    hosts = [HostSpec("h100-1", slots=3), HostSpec("l40s-1", slots=2)]
+    command = SlurmLauncher("ctl", wall_timeout_s=60, **RUNTIME).srun_command(
+        "validation.allreduce", [], hosts, {}, "/tmp/r.json"
+    )
+    run = subprocess.run(["bash", "-c", command], capture_output=True, text=True, check=False)
+    assert run.returncode == 7, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[1:6] == ["h100-1"] * 3 + ["l40s-1"] * 2
+    assert "--ntasks=5" in lines[6] and "--distribution=arbitrary" in lines[6]
+    assert "--nodelist" not in lines[6]
+    assert not Path(lines[0].removeprefix("file=")).exists()
+
+
+def test_rank_shim_reads_this_nodes_task_count_from_an_uneven_step():
+    base = {"SLURM_PROCID": "4", "SLURM_NTASKS": "5", "SLURM_LOCALID": "1", "SLURMD_NODENAME": "b"}
+    for node, expected in [("0", "2"), ("1", "2"), ("2", "1")]:
+        env = slurm_environment(
+            {
+                **base,
+                "SLURM_STEP_TASKS_PER_NODE": "2(x2),1",
+                "SLURM_NODEID": node,
+                "MASTER_ADDR": "a",
+            }
         )
+        assert env["LOCAL_WORLD_SIZE"] == expected, node
 
 
 def test_labelled_output_is_split_per_rank_and_srun_messages_reach_every_rank():

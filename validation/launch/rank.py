@@ -88,10 +88,24 @@ def slurm_environment(environ: dict[str, str]) -> dict[str, str]:
             timeout=30,
         ).stdout.split()
         env["MASTER_ADDR"] = hosts[0]
-    # Tasks per node: "2(x3)" style lists are uniform here (one layout per job).
-    per_node = environ.get("SLURM_NTASKS_PER_NODE", environ.get("SLURM_TASKS_PER_NODE", "1"))
-    env["LOCAL_WORLD_SIZE"] = per_node.split("(")[0].split(",")[0]
+    env["LOCAL_WORLD_SIZE"] = str(_tasks_on_this_node(environ))
     return env
+
+
+def _tasks_on_this_node(environ: dict[str, str]) -> int:
+    """This node's task count from the step's list ("2(x3),1": three nodes with 2, one
+    with 1), in the step's node order, which SLURM_NODEID indexes."""
+    listed = (
+        environ.get("SLURM_STEP_TASKS_PER_NODE")
+        or environ.get("SLURM_TASKS_PER_NODE")
+        or environ.get("SLURM_NTASKS_PER_NODE", "1")
+    )
+    counts: list[int] = []
+    for part in listed.split(","):
+        count, _, repeat = part.partition("(x")
+        counts += [int(count)] * (int(repeat.rstrip(")")) if repeat else 1)
+    node = int(environ.get("SLURM_NODEID", "0"))
+    return counts[node] if node < len(counts) else counts[0]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,8 @@
 
 The step asks for exactly the given hosts with ``slots`` tasks each
 (``--nodelist``, ``--ntasks-per-node``, block distribution, so ranks are
-numbered node by node); every task runs ``validation.launch.rank
+numbered node by node; hosts with different slot counts get the same layout
+through ``SLURM_HOSTFILE`` and the arbitrary distribution); every task runs ``validation.launch.rank
 --from-slurm``, which maps srun's task variables onto torch.distributed's.
 Output comes back labelled by task (``--label``) and is split per rank; rank 0
 prints its result document on its output, so nothing is fetched afterwards.
@@ -87,16 +88,23 @@ class SlurmLauncher(Launcher):
     ) -> str:
         """The shell command run on the login host."""
         slots = {h.slots for h in hosts}
-        if len(slots) != 1:
-            raise ValueError("srun needs the same number of slots on every host")
         minutes = max(1, math.ceil(self.wall_timeout_s / 60))
         exports = ",".join(["ALL", *(f"{k}={v}" for k, v in sorted(env.items()))])
+        if len(slots) == 1:
+            layout = [
+                f"--nodes={len(hosts)}",
+                f"--ntasks-per-node={slots.pop()}",
+                f"--nodelist={','.join(h.name for h in hosts)}",
+                "--distribution=block",
+            ]
+        else:
+            # Pools with different GPU counts: srun places task i on line i of
+            # SLURM_HOSTFILE, which lists each host once per slot, node by node (the
+            # rank order assign_ranks gives).
+            layout = [f"--ntasks={sum(h.slots for h in hosts)}", "--distribution=arbitrary"]
         srun = [
             "srun",
-            f"--nodes={len(hosts)}",
-            f"--ntasks-per-node={slots.pop()}",
-            f"--nodelist={','.join(h.name for h in hosts)}",
-            "--distribution=block",
+            *layout,
             "--label",
             "--kill-on-bad-exit=0",
             f"--time={minutes}",
@@ -115,8 +123,15 @@ class SlurmLauncher(Launcher):
             *args,
         ]
         # `timeout` on the login host: srun must not outlive a launcher that gave up.
+        limit = int(self.wall_timeout_s)
+        step = f"timeout --signal=TERM --kill-after=10 {limit} {shlex.join(srun)}"
+        if "--distribution=arbitrary" not in srun:
+            return step
+        lines = shlex.join([h.name for h in hosts for _ in range(h.slots)])
         return (
-            f"timeout --signal=TERM --kill-after=10 {int(self.wall_timeout_s)} {shlex.join(srun)}"
+            'hostfile=$(mktemp /tmp/kiln-hosts-XXXXXX) && printf "%s\\n" '
+            f'{lines} > "$hostfile" && SLURM_HOSTFILE="$hostfile" {step}; '
+            'status=$?; rm -f "$hostfile"; exit $status'
         )
 
     def launch(
