@@ -130,9 +130,10 @@ def test_a_change_by_hand_is_found_by_check_and_repaired_by_provision(first_run,
         "node1",
         f"sed -i 's/^{SYSCTL}.*/{SYSCTL}=1/' /etc/sysctl.d/90-kiln-net.conf && sysctl -qw {SYSCTL}=1",
     )
-    check = _provision(stacks, "--check", "--diff")
+    # The check of the whole lab is the test above; here only the drifted host's.
+    check = _provision(stacks, "--check", "--diff", "--limit", "node1")
     assert check.returncode == 3, check.stdout[-3000:] + check.stderr[-3000:]
-    assert _changed_by_host(check.stdout) == {"ctl1": 0, "node1": 1, "node2": 0}
+    assert _changed_by_host(check.stdout) == {"node1": 1}
     assert "node1: would change: base : Apply network sysctls" in check.stdout
     assert _ssh(LAYOUT, "node1", f"sysctl -n {SYSCTL}").strip() == "1"  # check changed nothing
 

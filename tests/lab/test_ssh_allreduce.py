@@ -1,4 +1,9 @@
-"""Allreduce across real lab hosts over SSH: sane numbers, and a dead rank is named, never a hang."""
+"""Allreduce across real lab hosts over SSH: sane numbers, and a dead rank is named, never a hang.
+
+On the computes of the site lab (`site_lab`, which has the validation runtime from
+roles/site.yml): no lab of its own to boot and provision. The module's name sorts it
+after the Slurm and Prometheus modules, so it runs while that lab is up anyway.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import pytest
 
 from kiln.lab.lifecycle import Lab
 from kiln.role_defaults import validation_runtime
-from tests.lab.conftest import assert_converged, converge, host
+from tests.lab.conftest import host
 from validation.launch import HostSpec, SshLauncher
 
 pytestmark = pytest.mark.lab
@@ -18,10 +23,8 @@ SMALL = ["-b", "4K", "-e", "1M", "-f", "4", "-w", "2", "-n", "5", "--repeat", "2
 
 
 @pytest.fixture(scope="module")
-def lab(lab_factory) -> Lab:
-    lab = lab_factory([{"name": "a1"}, {"name": "a2"}, {"name": "a3"}], "ka1", "10.77.89.0/24")
-    assert_converged(converge(lab, ["validation_runtime"]))
-    return lab
+def lab(site_lab: Lab) -> Lab:
+    return site_lab
 
 
 def _hosts(lab: Lab, names: list[str]) -> list[HostSpec]:
@@ -37,7 +40,7 @@ def _launcher(lab: Lab, **bounds) -> SshLauncher:
     )
 
 
-@pytest.mark.parametrize("names", [["a1", "a2"], ["a1", "a2", "a3"]])
+@pytest.mark.parametrize("names", [["sc1", "sc2"], ["sc1", "sc2", "sc3"]])
 def test_allreduce_over_ssh_gives_correct_sums_and_positive_bandwidth(lab: Lab, names):
     result = _launcher(lab).launch(
         "validation.allreduce",
@@ -59,7 +62,7 @@ def test_allreduce_over_ssh_gives_correct_sums_and_positive_bandwidth(lab: Lab, 
 
 
 def test_a_rank_killed_mid_run_is_named_by_the_others_within_the_timeout(lab: Lab):
-    """Kill rank 2's process on a3 for real while it runs; a1 and a2 must say so."""
+    """Kill rank 2's process on sc3 for real while it runs; sc1 and sc2 must say so."""
     timeout = 8
     args = [
         "-b",
@@ -77,24 +80,24 @@ def test_a_rank_killed_mid_run_is_named_by_the_others_within_the_timeout(lab: La
         "--timeout",
         str(timeout),
     ]
-    a3 = host(lab, "a3")
+    sc3 = host(lab, "sc3")
 
-    def kill_rank_on_a3() -> None:
+    def kill_rank_on_sc3() -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if a3.run("pgrep -f 'm validation.allreduce'").rc == 0:
+            if sc3.run("pgrep -f 'm validation.allreduce'").rc == 0:
                 break
             time.sleep(0.5)
         # Past torch's import and the rendezvous: the collectives are running.
         time.sleep(8)
         # The module's process, not the shim: the rank dies, its host stays up.
-        a3.run("pkill -KILL -f 'm validation.allreduce'")
+        sc3.run("pkill -KILL -f 'm validation.allreduce'")
 
-    killer = threading.Thread(target=kill_rank_on_a3)
+    killer = threading.Thread(target=kill_rank_on_sc3)
     killer.start()
     started = time.monotonic()
     result = _launcher(lab, after_failure_s=timeout + 30).launch(
-        "validation.allreduce", args, _hosts(lab, ["a1", "a2", "a3"])
+        "validation.allreduce", args, _hosts(lab, ["sc1", "sc2", "sc3"])
     )
     killer.join()
     elapsed = time.monotonic() - started
@@ -102,5 +105,5 @@ def test_a_rank_killed_mid_run_is_named_by_the_others_within_the_timeout(lab: La
     assert result.unfinished_ranks == [], "survivors must end on their own, not be killed"
     for rank in (0, 1):
         line = result.ranks[rank].last_error_line()
-        assert "rank 2 (host a3)" in line, result.summary()
+        assert "rank 2 (host sc3)" in line, result.summary()
     assert elapsed < 120, f"took {elapsed:.0f} s: bounded by the timeout, not by luck"
