@@ -252,7 +252,7 @@ def test_a_stack_without_a_baseline_is_told_which_key_to_set(stack, tmp_path, mo
 
 
 def test_the_pulumi_seam_records_the_verdict_and_culprits(stack, tmp_path, monkeypatch):
-    Cluster(monkeypatch, fabric({"n1": 0.3}))
+    Cluster(monkeypatch, fabric({"n1": 0.2}))
     monkeypatch.setenv("KILN_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setattr("kiln.certification.run.access_for", access)
     record = seam.record(seam.certify(load_stack("sim", stack), seam.CertifyContext("h1")), "h1")
