@@ -18,6 +18,8 @@ search is group testing:
   in a fast run (or a referee such as the controller): slow with a good
   partner is a bad node, both fine elsewhere is a bad link between them. With
   no good host to lean on, the pair is reported as suspects, not as bad nodes.
+  When that pair is the whole cluster, its one slow run is all the evidence
+  there is: it is run again, and its link is blamed only if it is slow again.
   Partners that are ring neighbours of the member in the input order are
   avoided when possible: those edges were never exercised on their own.
 
@@ -212,7 +214,17 @@ class _Isolator:
             self._suspects(group, unknown, via)
             return
         if len(group) == 2:
-            self._link(group, via)
+            if via is not None:
+                self._link(group, via)
+                return
+            # The pair is the whole cluster and its one slow run the only evidence: run it
+            # again before blaming the link, so a transient slowdown blames nobody.
+            again = self._fixed(group, "reproduce")
+            yield [again]
+            if again.run.slow:
+                self._link(group, again.run)
+            else:
+                self._unexplained(group, via, "ran fast when run again as a pair")
             return
         # Every member is fine with outside partners: one of the group's own ring edges is bad.
         edges = [

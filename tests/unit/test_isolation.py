@@ -74,6 +74,27 @@ def test_two_hosts_and_a_referee_name_the_slow_one():
     assert all("ctl" in r.hosts and len(r.hosts) == 2 for r in iso.runs)
 
 
+def test_two_hosts_with_a_bad_link_are_run_again_before_the_link_is_blamed():
+    fabric = SimulatedFabric(["a", "b", "ctl"], bad_links={frozenset(("a", "b")): 0.5})
+    iso = isolate(["a", "b"], fabric.run_round, THRESHOLD, referees=["ctl"])
+    assert [(c.kind, c.hosts, c.fault_code) for c in iso.culprits] == [
+        ("link", ("a", "b"), "KILN-ISO-002")
+    ]
+    again = [r for r in iso.runs if r.purpose == "reproduce"]
+    assert [(r.hosts, r.slow) for r in again] == [(("a", "b"), True)]
+    assert again[0].id in iso.culprits[0].evidence
+
+
+def test_a_two_host_slowdown_that_does_not_come_back_blames_nobody():
+    # The cluster-wide run of a and b was slow (that is why isolation runs), but the
+    # fabric is healthy now: a transient, e.g. a busy host, not a bad link.
+    fabric = SimulatedFabric(["a", "b", "ctl"])
+    iso = isolate(["a", "b"], fabric.run_round, THRESHOLD, referees=["ctl"])
+    assert iso.culprits == [] and not iso.conclusive
+    assert "KILN-ISO-004" in iso.note and "ran fast when run again" in iso.note
+    assert [r.purpose for r in iso.runs].count("reproduce") == 1
+
+
 def test_two_hosts_without_a_referee_are_suspects_not_bad_nodes():
     fabric = SimulatedFabric(["a", "b"], bad_nodes={"b": 0.5})
     iso = isolate(["a", "b"], fabric.run_round, THRESHOLD)
