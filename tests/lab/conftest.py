@@ -115,7 +115,8 @@ SITE_HOSTS = [
 def site_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """A controller and three computes with all of roles/site.yml applied once, shared by
     the modules that test the Slurm and Prometheus roles and allreduce over SSH (one boot
-    and one cold converge for all three). Their tests that stop daemons or change settings put them back.
+    and one cold converge for all three). Their tests that stop daemons or change settings
+    put them back.
 
     Prometheus keeps the stack's retention, not the default, to show it reaches the server.
     """
