@@ -6,7 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
+
+from tests import parallel
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -34,3 +37,19 @@ def kiln_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[st
         cwd=REPO,
         check=False,
     )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    parallel.check_and_order(items)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    return parallel.make_scheduler(config, log)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    # Setup, call and teardown: a module's lab boots and goes inside its first and last test.
+    with parallel.turn(item):
+        yield

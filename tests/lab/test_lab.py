@@ -110,16 +110,24 @@ def _lab_traces() -> list[str]:
 
 def test_down_leaves_nothing_behind_and_is_idempotent(two_node_lab: Lab):
     assert _lab_traces(), "the lab should be visible on the host before down"
-    others = {name for name in _links() if not name.startswith(f"kl-{TEST_LAB_ID}-")}
-    stacks = str(two_node_lab.stacks_dir)
-    result = kiln_cli("lab", "down", "--stack", "labtest", "--stacks-dir", stacks)
-    assert result.returncode == 0, result.stderr
-    assert _lab_traces() == []
-    assert not any(
-        node.nspawn_pid(NodePaths(two_node_lab.layout.node_dir(n))) for n in ("t1", "t2")
-    )
-    again = kiln_cli("lab", "down", "--stack", "labtest", "--stacks-dir", stacks)
-    assert again.returncode == 0 and "nothing to remove" in again.stdout
-    # Down touches only its own lab: every other link of the host is still there.
-    assert _links() == others
+    # Links of other labs come and go meanwhile (the suite runs two modules at once): a link
+    # named like another lab's, whose id starts with this one's, stands in for them.
+    canary = f"kl-{TEST_LAB_ID}x-canary"
+    subprocess.run(["ip", "link", "add", canary, "type", "dummy"], check=True)
+    try:
+        hosts_own = {name for name in _links() if not name.startswith("kl-")}
+        stacks = str(two_node_lab.stacks_dir)
+        result = kiln_cli("lab", "down", "--stack", "labtest", "--stacks-dir", stacks)
+        assert result.returncode == 0, result.stderr
+        assert _lab_traces() == []
+        assert not any(
+            node.nspawn_pid(NodePaths(two_node_lab.layout.node_dir(n))) for n in ("t1", "t2")
+        )
+        again = kiln_cli("lab", "down", "--stack", "labtest", "--stacks-dir", stacks)
+        assert again.returncode == 0 and "nothing to remove" in again.stdout
+        # Down touches only its own lab: the look-alike and the host's own links are still there.
+        links = _links()
+        assert canary in links and hosts_own <= links
+    finally:
+        subprocess.run(["ip", "link", "del", canary], check=False)
     assert teardown(LabLayout(TEST_LAB_ID)).changes == []

@@ -249,7 +249,10 @@ def _result(out: Path) -> dict:
 @pytest.fixture(scope="module")
 def healthy(first_run, stacks: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Three certifications of the healthy lab: two quick (the first one is the README's),
-    then the full profile (GEMM, storage and the scaling ladder after the allreduce)."""
+    then the full profile (GEMM, storage and the scaling ladder after the allreduce).
+
+    Every test on it is marked `alone`: the bounds it and the throttled runs are judged by
+    hold for a lab that has the machine to itself (tests/parallel.py)."""
     assert first_run.returncode == 0
     outs = []
     for i in range(3):
@@ -260,6 +263,7 @@ def healthy(first_run, stacks: Path, tmp_path_factory: pytest.TempPathFactory) -
     return outs
 
 
+@pytest.mark.alone
 def test_a_quick_certification_of_the_healthy_lab_passes(healthy: list[Path]):
     doc = _result(healthy[0])
     assert doc["status"] in ("pass", "warn") and doc["exit_code"] == 0, doc["reason"]
@@ -279,6 +283,7 @@ def test_a_quick_certification_of_the_healthy_lab_passes(healthy: list[Path]):
     assert "data:image/png;base64," in html and doc["status"].upper() in html
 
 
+@pytest.mark.alone
 def test_a_full_certification_measures_gemm_storage_and_training_scaling(healthy: list[Path]):
     doc = _result(healthy[2])
     assert doc["profile"] == "full" and doc["exit_code"] == 0, doc["reason"]
@@ -308,6 +313,7 @@ def _storage_read_gbps(out: Path, node: str) -> float:
     )
 
 
+@pytest.mark.alone
 def test_a_compute_reading_shared_storage_slowly_is_named(healthy, stacks: Path, tmp_path):
     """node1's link at an eighth of its healthy read rate: the storage rule names it alone."""
     from kiln.lab.throttle import throttle, unthrottle
@@ -325,6 +331,7 @@ def test_a_compute_reading_shared_storage_slowly_is_named(healthy, stacks: Path,
     assert failed == {("storage.read-balance", "node1")}, doc["reason"]
 
 
+@pytest.mark.alone
 def test_the_verdict_reaches_prometheus_through_node_exporter(healthy: list[Path], stacks: Path):
     metrics = _http_get("node1", f"http://{_address(stacks, 'node1')}:9100/metrics")
     passed = [line for line in metrics.splitlines() if line.startswith("kiln_certification_passed")]
@@ -377,6 +384,7 @@ def _blamed(doc: dict) -> set[str]:
     return {r["subject"] for r in doc["rules"] if r["status"] == "fail"}
 
 
+@pytest.mark.alone
 @pytest.mark.parametrize(("node", "divisor"), [("node1", 4), ("node2", 2)])
 def test_a_throttled_compute_is_named_and_no_other(
     healthy, site_stacks: Path, tmp_path: Path, node: str, divisor: int
@@ -394,11 +402,13 @@ def test_a_throttled_compute_is_named_and_no_other(
     assert _blamed(doc) == {"cluster", node}, doc["rules"]
 
 
+@pytest.mark.alone
 def test_no_throttle_is_left_behind(healthy):
     qdiscs = subprocess.run(["tc", "qdisc", "show"], capture_output=True, text=True).stdout
     assert "tbf" not in qdiscs
 
 
+@pytest.mark.alone
 def test_no_secret_reaches_any_file_or_output(healthy, stacks: Path, tmp_path: Path):
     """Secrets planted and generated (the munge key, the monitoring's basic-auth password, the
     lab's SSH key, used both as a clear
