@@ -51,5 +51,5 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
     # Setup, call and teardown: a module's lab boots and goes inside its first and last test.
-    with parallel.turn(item):
+    with parallel.turn(item, nextitem):
         yield

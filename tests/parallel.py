@@ -33,17 +33,17 @@ SITE_LAB_MODULES = {
     "tests/lab/test_roles_prometheus.py",
     "tests/lab/test_ssh_allreduce.py",
 }
-#: Lab units, longest first (seconds in a CI run on 2 shared cores, rounded).
+#: Lab units, longest first (seconds each took in a two-worker run on 2 shared cores).
 LONGEST_FIRST = [
-    "tests/lab/test_main_job.py",  # ~700, half of it `alone`
-    "site_lab",  # ~560
-    "tests/lab/test_faults.py",  # ~300
-    "tests/lab/test_roles_gpu.py",  # ~260
-    "tests/lab/test_roles_node.py",
-    "tests/lab/test_roles_storage.py",
+    "site_lab",  # ~1100 beside another module, waits for `alone` tests included
+    "tests/lab/test_main_job.py",  # ~950
+    "tests/lab/test_faults.py",  # ~370
+    "tests/lab/test_roles_gpu.py",  # ~360
+    "tests/lab/test_roles_node.py",  # ~160
+    "tests/lab/test_roles_runtime.py",  # ~150
+    "tests/lab/test_roles_storage.py",  # ~130
+    "tests/lab/test_roles_rdma.py",  # ~90
     "tests/lab/test_providers.py",
-    "tests/lab/test_roles_runtime.py",
-    "tests/lab/test_roles_rdma.py",
     "tests/lab/test_lab.py",
 ]
 
@@ -91,17 +91,38 @@ def _lock_dir() -> Path | None:
     return directory
 
 
+def _alone(item: pytest.Item | None) -> bool:
+    return item is not None and item.get_closest_marker("alone") is not None
+
+
+#: The lock files an `alone` test keeps for the next one, when that one is `alone` too:
+#: the other worker does not get a test in between, and the block waits for it once.
+_held: tuple | None = None
+
+
 @contextmanager
-def turn(item: pytest.Item) -> Iterator[None]:
+def turn(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     """Hold the run lock for one test: exclusive for `alone` tests, shared for the rest."""
+    global _held
     directory = _lock_dir()
     if directory is None:
         yield
         return
-    alone = item.get_closest_marker("alone") is not None
-    with open(directory / "turnstile", "w") as gate, open(directory / "run", "w") as run:
+    alone = _alone(item)
+    if _held is not None:
+        files, _held = _held, None
+    else:
+        gate, run = open(directory / "turnstile", "w"), open(directory / "run", "w")  # noqa: SIM115 - closed below
         fcntl.flock(gate, fcntl.LOCK_EX)
         fcntl.flock(run, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
         if not alone:
-            fcntl.flock(gate, fcntl.LOCK_UN)  # an `alone` test holds it to the end
+            gate.close()  # an `alone` test holds the turnstile to its end
+        files = (gate, run)
+    try:
         yield
+    finally:
+        if alone and _alone(nextitem):
+            _held = files
+        else:
+            for file in files:
+                file.close()  # closing releases its lock

@@ -113,7 +113,7 @@ def test_down_leaves_nothing_behind_and_is_idempotent(two_node_lab: Lab):
     # Links of other labs come and go meanwhile (the suite runs two modules at once): a link
     # named like another lab's, whose id starts with this one's, stands in for them.
     canary = f"kl-{TEST_LAB_ID}x-canary"
-    subprocess.run(["ip", "link", "add", canary, "type", "dummy"], check=True)
+    subprocess.run(["ip", "link", "add", canary, "type", "bridge"], check=True)
     try:
         hosts_own = {name for name in _links() if not name.startswith("kl-")}
         stacks = str(two_node_lab.stacks_dir)

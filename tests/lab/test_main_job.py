@@ -251,8 +251,10 @@ def healthy(first_run, stacks: Path, tmp_path_factory: pytest.TempPathFactory) -
     """Three certifications of the healthy lab: two quick (the first one is the README's),
     then the full profile (GEMM, storage and the scaling ladder after the allreduce).
 
-    Every test on it is marked `alone`: the bounds it and the throttled runs are judged by
-    hold for a lab that has the machine to itself (tests/parallel.py)."""
+    The tests that measure (this fixture's three runs in the first of them, the slow storage
+    and the throttled computes) are marked `alone` and come one after another: the bounds
+    they are judged by hold for a lab that has the machine to itself (tests/parallel.py).
+    The one that only reads the full run's document comes after them."""
     assert first_run.returncode == 0
     outs = []
     for i in range(3):
@@ -281,28 +283,6 @@ def test_a_quick_certification_of_the_healthy_lab_passes(healthy: list[Path]):
     assert {p["name"] for p in doc["phases"]} >= {"preflight", "allreduce"}
     html = (healthy[0] / "report.html").read_text()
     assert "data:image/png;base64," in html and doc["status"].upper() in html
-
-
-@pytest.mark.alone
-def test_a_full_certification_measures_gemm_storage_and_training_scaling(healthy: list[Path]):
-    doc = _result(healthy[2])
-    assert doc["profile"] == "full" and doc["exit_code"] == 0, doc["reason"]
-    phases = {p["name"]: p["status"] for p in doc["phases"]}
-    assert phases["gemm"] == phases["storage"] == phases["models"] == "ok", phases
-    rules = {(r["rule"], r["subject"]): r["status"] for r in doc["rules"]}
-    for node in ("node1", "node2"):
-        assert rules[("gemm.balance", node)] != "fail"
-        assert rules[("storage.read-balance", node)] != "fail"
-    by_name = {(m["name"], m["subject"]): m for m in doc["measurements"]}
-    # Each compute read files the other one wrote, on the lab's GlusterFS volume.
-    assert by_name[("storage.cross_host_reads", "cluster")]["value"] is True
-    assert by_name[("storage.read_gbps.large", "node1")]["value"] > 0
-    assert {s["workload"] for s in doc["scaling"]} == {"resnet-tiny", "bert-tiny"}
-    for ladder in doc["scaling"]:
-        assert [r["n"] for r in ladder["rungs"]] == [1, 2]
-        assert all(r["throughput"] > 0 for r in ladder["rungs"])
-        assert rules[(f"models.{ladder['workload']}.efficiency", "cluster")] != "fail"
-    assert "Training scaling" in (healthy[2] / "report.html").read_text()
 
 
 def _storage_read_gbps(out: Path, node: str) -> float:
@@ -402,13 +382,32 @@ def test_a_throttled_compute_is_named_and_no_other(
     assert _blamed(doc) == {"cluster", node}, doc["rules"]
 
 
-@pytest.mark.alone
+def test_a_full_certification_measures_gemm_storage_and_training_scaling(healthy: list[Path]):
+    doc = _result(healthy[2])
+    assert doc["profile"] == "full" and doc["exit_code"] == 0, doc["reason"]
+    phases = {p["name"]: p["status"] for p in doc["phases"]}
+    assert phases["gemm"] == phases["storage"] == phases["models"] == "ok", phases
+    rules = {(r["rule"], r["subject"]): r["status"] for r in doc["rules"]}
+    for node in ("node1", "node2"):
+        assert rules[("gemm.balance", node)] != "fail"
+        assert rules[("storage.read-balance", node)] != "fail"
+    by_name = {(m["name"], m["subject"]): m for m in doc["measurements"]}
+    # Each compute read files the other one wrote, on the lab's GlusterFS volume.
+    assert by_name[("storage.cross_host_reads", "cluster")]["value"] is True
+    assert by_name[("storage.read_gbps.large", "node1")]["value"] > 0
+    assert {s["workload"] for s in doc["scaling"]} == {"resnet-tiny", "bert-tiny"}
+    for ladder in doc["scaling"]:
+        assert [r["n"] for r in ladder["rungs"]] == [1, 2]
+        assert all(r["throughput"] > 0 for r in ladder["rungs"])
+        assert rules[(f"models.{ladder['workload']}.efficiency", "cluster")] != "fail"
+    assert "Training scaling" in (healthy[2] / "report.html").read_text()
+
+
 def test_no_throttle_is_left_behind(healthy):
     qdiscs = subprocess.run(["tc", "qdisc", "show"], capture_output=True, text=True).stdout
     assert "tbf" not in qdiscs
 
 
-@pytest.mark.alone
 def test_no_secret_reaches_any_file_or_output(healthy, stacks: Path, tmp_path: Path):
     """Secrets planted and generated (the munge key, the monitoring's basic-auth password, the
     lab's SSH key, used both as a clear
