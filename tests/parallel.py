@@ -48,9 +48,13 @@ LONGEST_FIRST = [
 ]
 
 
+def _module(nodeid: str) -> str:
+    return nodeid.split("::")[0]
+
+
 def unit_of(nodeid: str) -> str:
     """The unit a test belongs to: its lab module (or `site_lab`), else the test itself."""
-    path = nodeid.split("::")[0]
+    path = _module(nodeid)
     if not path.startswith(LAB_TESTS):
         return nodeid
     return "site_lab" if path in SITE_LAB_MODULES else path
@@ -60,7 +64,7 @@ def check_and_order(items: list[pytest.Item]) -> None:
     """Refuse a module on `site_lab` that is not listed; put the lab units, longest first,
     at the front (xdist hands scopes out in collection order)."""
     for item in items:
-        path = item.nodeid.split("::")[0]
+        path = _module(item.nodeid)
         if "site_lab" in item.fixturenames and path not in SITE_LAB_MODULES:
             raise pytest.UsageError(
                 f"{path} uses site_lab: add it to SITE_LAB_MODULES in tests/parallel.py"

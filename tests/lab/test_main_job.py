@@ -254,7 +254,8 @@ def healthy(first_run, stacks: Path, tmp_path_factory: pytest.TempPathFactory) -
     The tests that measure (this fixture's three runs in the first of them, the slow storage
     and the throttled computes) are marked `alone` and come one after another: the bounds
     they are judged by hold for a lab that has the machine to itself (tests/parallel.py).
-    The one that only reads the full run's document comes after them."""
+    The verdict check between them (half a second) is marked too, so the block waits for the
+    other worker once; the one that only reads the full run's document comes after them."""
     assert first_run.returncode == 0
     outs = []
     for i in range(3):
