@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from kiln.lab.keys import generate
-from tests.lab.secret_scan import leaks
+from tests.lab.secret_scan import files_under, leaks
 
 pytestmark = pytest.mark.unit
 
@@ -37,3 +37,24 @@ def test_a_leak_in_printed_output_is_found() -> None:
     hits = leaks({"password": password}, [], {"stdout": f"auth {password.decode()} ok"})
     assert hits and all(hit.endswith(" in stdout") for hit in hits)
     assert leaks({"password": password}, [], {"stdout": "auth *** ok"}) == []
+
+
+def test_every_file_is_scanned_but_the_skipped_stores_and_every_labs_disks(tmp_path: Path) -> None:
+    """What the scan leaves out is only what it is told to: a glob part skips every lab's
+    disks, and a file removed after it was listed is no error."""
+    for relative in (
+        "provision/run/stdout",
+        "labs/km/nodes/node1/root/etc/munge/munge.key",
+        "labs/kg1/nodes/g1/root/opt/venv/lib.py",
+        "labs/km/known_hosts",
+        "secrets/kiln-km/munge.key",
+    ):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_bytes(b"x")
+    found = files_under([tmp_path], skip=[tmp_path / "secrets", tmp_path / "labs" / "*" / "nodes"])
+    assert sorted(f.relative_to(tmp_path).as_posix() for f in found) == [
+        "labs/km/known_hosts",
+        "provision/run/stdout",
+    ]
+    (tmp_path / "provision/run/stdout").unlink()
+    assert leaks({"secret": b"x" * 16}, found, {}) == []
