@@ -191,3 +191,24 @@ def wait_for(what: str, probe: Callable[[], T], done: Callable[[T], bool], timeo
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: still {value!r} after {timeout_s:.0f} s")
         time.sleep(3)
+
+
+def wait_until_joined(node: testinfra.host.Host, world_size: int, module: str) -> None:
+    """Until the rank of `python -m module` on `node` has joined its gloo group.
+
+    Joined means it holds a TCP connection to the rendezvous store plus gloo's
+    pair to each of the `world_size - 1` others, which gloo opens only once every
+    rank has published its host. So a rank killed after this dies mid-collective,
+    and its peers can name it. A fixed wait once the process appears is not
+    enough: on a loaded host torch's import alone can outlast it, and a rank
+    killed before it joins is one that "never joined", which nobody can name by
+    host. Not for rank 0, whose store serves the others' connections too.
+    """
+    ranks = f"pgrep -d'|' -f 'm {module}'"
+    connections = f'ss -Htnp state established | grep -cE "pid=($({ranks})),"'
+    wait_for(
+        f"{module} on {node.backend.hostname} joined to its {world_size - 1} peer(s)",
+        lambda: node.run(connections).stdout.strip(),
+        lambda count: count.isdigit() and int(count) >= world_size,
+        timeout_s=180,
+    )

@@ -31,7 +31,7 @@ from kiln.lab.lifecycle import Lab
 from kiln.paths import state_root
 from kiln.stack import stack_file
 from tests.conftest import REPO, kiln_cli
-from tests.lab.conftest import host, wait_for
+from tests.lab.conftest import host, wait_for, wait_until_joined
 
 pytestmark = pytest.mark.lab
 
@@ -343,18 +343,6 @@ def test_a_full_report_disk_fails_clearly_and_keeps_the_earlier_reports(
 # -- 4. a node killed mid-certification --------------------------------------------------
 
 
-def _wait_for_ranks(lab: Lab, name: str) -> None:
-    """Until the allreduce runs on `name`, then past torch's import and the rendezvous."""
-    node_host = host(lab, name)
-    wait_for(
-        f"allreduce on {name}",
-        lambda: node_host.run("pgrep -f 'm validation.allreduce'").rc,
-        lambda rc: rc == 0,
-        timeout_s=120,
-    )
-    time.sleep(6)
-
-
 def test_a_node_killed_mid_certification_ends_the_run_in_time_naming_it(
     converged: Lab, recorded: Snapshot, tmp_path: Path
 ):
@@ -365,7 +353,7 @@ def test_a_node_killed_mid_certification_ends_the_run_in_time_naming_it(
     out = tmp_path / "report"
     proc = _start(tmp_path / "certify", "certify", *_stack_args(converged), "--out", str(out))
     try:
-        _wait_for_ranks(converged, "f2")
+        wait_until_joined(host(converged, "f2"), 2, "validation.allreduce")
         assert proc.poll() is None
         _crash(converged, "f2")
         killed = time.monotonic()

@@ -14,7 +14,7 @@ import pytest
 
 from kiln.lab.lifecycle import Lab
 from kiln.role_defaults import validation_runtime
-from tests.lab.conftest import host
+from tests.lab.conftest import host, wait_until_joined
 from validation.launch import HostSpec, SshLauncher
 
 pytestmark = pytest.mark.lab
@@ -83,13 +83,8 @@ def test_a_rank_killed_mid_run_is_named_by_the_others_within_the_timeout(lab: La
     sc3 = host(lab, "sc3")
 
     def kill_rank_on_sc3() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if sc3.run("pgrep -f 'm validation.allreduce'").rc == 0:
-                break
-            time.sleep(0.5)
         # Past torch's import and the rendezvous: the collectives are running.
-        time.sleep(8)
+        wait_until_joined(sc3, 3, "validation.allreduce")
         # The module's process, not the shim: the rank dies, its host stays up.
         sc3.run("pkill -KILL -f 'm validation.allreduce'")
 
