@@ -37,7 +37,9 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.cpu_profile import Profiler, Split  # noqa: E402
 from kiln.converge_record import provision_and_record  # noqa: E402
+from kiln.lab.layout import NodePaths  # noqa: E402
 from kiln.lab.lifecycle import Lab, teardown  # noqa: E402
 from kiln.provision import ProvisionResult  # noqa: E402
 from kiln.stack import load_stack  # noqa: E402
@@ -77,22 +79,27 @@ class Run:
     wall: float
     cpu: float  # busy core-seconds during the run, all nodes and Ansible together
     result: ProvisionResult
+    split: Split
 
     @property
     def floor(self) -> float:
-        """The least wall time this much CPU work could take on this host's cores."""
-        return self.cpu / CORES
+        """The least wall time this run's work could take on this host's cores: its CPU
+        work spread evenly over them, but never less than Ansible's main process alone,
+        which runs on one core at a time."""
+        return max(self.cpu / CORES, self.split.ansible_main)
 
 
 def timed(lab: Lab) -> Run:
+    roots = {h.name: NodePaths(lab.layout.node_dir(h.name)).root for h in lab.hosts}
     cpu = busy_cpu_seconds()
     start = time.perf_counter()
-    result = provision_and_record(lab.cluster)
+    with Profiler(roots) as profiler:
+        result = provision_and_record(lab.cluster)
     elapsed = time.perf_counter() - start
     cpu = busy_cpu_seconds() - cpu
     if not result.succeeded:
         raise SystemExit(f"provisioning failed: {result.errors} (artifacts: {result.artifacts})")
-    return Run(elapsed, cpu, result)
+    return Run(elapsed, cpu, result, profiler.split())
 
 
 def noop_lab_up(stacks: Path) -> str:
@@ -140,9 +147,16 @@ def main() -> None:
             f"{noop} (target <= 15 s)"
         )
         for label, run in (("cold", cold), ("warm", warm)):
+            split = run.split
+            nodes = sum(split.nodes.values())
+            each = ", ".join(f"{n} {s:.1f}" for n, s in sorted(split.nodes.items()))
             print(
                 f"  {label}: {run.cpu:6.1f} core-seconds busy on this host's {CORES} cores "
-                f"({run.cpu / (run.wall * CORES):.0%} of them), so at least {run.floor:5.1f} s"
+                f"({run.cpu / (run.wall * CORES):.0%} of them): Ansible's main process "
+                f"{split.ansible_main:.1f}, its forks {split.ansible_forks:.1f}, the nodes "
+                f"{nodes:.1f} ({each}), the rest (kernel, this script) "
+                f"{run.cpu - split.ansible_main - split.ansible_forks - nodes:.1f}; "
+                f"so at least {run.floor:5.1f} s"
             )
         top_tasks("cold", cold.result)
         top_tasks("warm", warm.result)
@@ -151,7 +165,10 @@ def main() -> None:
         print(
             f"{label} 3 nodes / 1 node: {three.wall / one.wall:.2f} (target <= 1.5); "
             f"CPU work 3 / 1: {three.cpu / one.cpu:.2f}, and the 3-node run's CPU work alone "
-            f"needs {three.floor / one.wall:.2f}x the 1-node run's wall time on {CORES} cores"
+            f"needs {three.cpu / CORES / one.wall:.2f}x the 1-node run's wall time on {CORES} "
+            f"cores; Ansible's main process alone (one core, on any machine) needs "
+            f"{three.split.ansible_main / one.wall:.2f}x, and did "
+            f"{three.split.ansible_main / max(one.split.ansible_main, 1e-9):.2f}x the work"
         )
 
 

@@ -39,6 +39,14 @@ def kiln_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[st
     )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    parallel.name_the_run(config)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    parallel.remove_locks(config)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     parallel.check_and_order(items)
 

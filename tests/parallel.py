@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -85,14 +87,32 @@ def make_scheduler(config: pytest.Config, log: object) -> object:
     return LabUnits(config, log)
 
 
+def _lock_path(run: str) -> Path:
+    return Path(tempfile.gettempdir()) / f"kiln-tests-{run}"
+
+
 def _lock_dir() -> Path | None:
     """The run's lock directory, shared by its workers; None when not under xdist."""
     run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
     if not run:
         return None
-    directory = Path(tempfile.gettempdir()) / f"kiln-tests-{run}"
+    directory = _lock_path(run)
     directory.mkdir(exist_ok=True)
     return directory
+
+
+def name_the_run(config: pytest.Config) -> None:
+    """On the controller: choose the run's id that xdist hands its workers (it would pick
+    one itself, out of our sight), so `remove_locks` knows which directory is this run's."""
+    if getattr(config.option, "testrunuid", "") is None and not hasattr(config, "workerinput"):
+        config.option.testrunuid = uuid.uuid4().hex
+
+
+def remove_locks(config: pytest.Config) -> None:
+    """On the controller, once every worker is done: the run's lock directory goes."""
+    run = getattr(config.option, "testrunuid", None)
+    if run and not hasattr(config, "workerinput"):
+        shutil.rmtree(_lock_path(run), ignore_errors=True)
 
 
 def _alone(item: pytest.Item | None) -> bool:

@@ -1,0 +1,120 @@
+"""Whose CPU time a provisioning run spent: Ansible's main process, its forks, each lab node.
+
+The host's busy time (/proc/stat) says how much work a run did, not whose. The
+split matters for the 3-vs-1 target: Ansible's main process runs the strategy
+for every host in one Python interpreter (one core at a time, whatever the
+number of cores), so its CPU time is a floor on the run's wall time that more
+cores would not lower; its forks (task workers, Mitogen's connection
+multiplexers, ssh) and the nodes' own work can spread over the cores.
+
+How it is counted: a process's own time plus that of the children it has
+reaped covers its whole tree below it, live or dead. So the work of a group of
+processes between two instants is that sum over the group's live members at
+the second minus the same at the first, with nothing counted twice. The
+Ansible run's whole tree is this process's reaped-children time (ansible-runner
+starts ansible-playbook as our child and reaps it); its main process's own time
+is sampled until it exits (a few tenths of a second may be missed at the end).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TICK = os.sysconf("SC_CLK_TCK")
+SAMPLE_S = 0.2
+
+
+@dataclass(frozen=True)
+class Proc:
+    pid: int
+    ppid: int
+    own: float  # utime + stime, seconds
+    reaped: float  # cutime + cstime: children it has waited for
+    cmdline: str
+    root: str
+
+
+def processes() -> list[Proc]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        base = f"/proc/{entry}"
+        try:
+            with open(f"{base}/stat") as f:
+                stat = f.read()
+            with open(f"{base}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+            root = os.readlink(f"{base}/root")
+        except OSError:  # it exited meanwhile
+            continue
+        # The command name may hold spaces and parentheses: fields start after the last ')'.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        utime, stime, cutime, cstime = (int(v) / TICK for v in fields[11:15])
+        found.append(
+            Proc(int(entry), int(fields[1]), utime + stime, cutime + cstime, cmdline, root)
+        )
+    return found
+
+
+def node_totals(node_roots: dict[str, Path]) -> dict[str, float]:
+    """Each node's tree total now: own + reaped time of every process rooted in it."""
+    totals = dict.fromkeys(node_roots, 0.0)
+    by_root = {str(root): name for name, root in node_roots.items()}
+    for proc in processes():
+        name = by_root.get(proc.root)
+        if name is not None:
+            totals[name] += proc.own + proc.reaped
+    return totals
+
+
+@dataclass
+class Split:
+    """CPU seconds of one run, by whose they were."""
+
+    ansible_main: float = 0.0
+    ansible_forks: float = 0.0
+    nodes: dict[str, float] = field(default_factory=dict)
+
+
+class Profiler:
+    """Samples while a run goes on; `split()` once it is over."""
+
+    def __init__(self, node_roots: dict[str, Path]) -> None:
+        self.node_roots = node_roots
+        self._main_own: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> Profiler:
+        self._children_start = _reaped_by_us()
+        self._nodes_start = node_totals(self.node_roots)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._children = _reaped_by_us() - self._children_start
+        end = node_totals(self.node_roots)
+        self._nodes = {n: end[n] - self._nodes_start[n] for n in end}
+
+    def _sample(self) -> None:
+        me = os.getpid()
+        while not self._stop.wait(SAMPLE_S):
+            for proc in processes():
+                # The main process is ours; its forks (same command line) are its children.
+                if proc.ppid == me and "ansible-playbook" in proc.cmdline:
+                    self._main_own[proc.pid] = proc.own
+
+    def split(self) -> Split:
+        main = sum(self._main_own.values())
+        return Split(main, max(0.0, self._children - main), self._nodes)
+
+
+def _reaped_by_us() -> float:
+    times = os.times()
+    return times.children_user + times.children_system
