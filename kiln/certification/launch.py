@@ -135,12 +135,16 @@ class GroupRunner:
             for name in hosts
         ]
         kind = self.launcher_for(hosts)
+        # The ranks' outputs go under this runner's directory, removed with it: the
+        # launchers' own default is a new directory in /tmp per run, left there.
+        workdir = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=self._dir))
         if kind == "slurm":
             launcher = SlurmLauncher(
                 self._login or "",
                 ssh_config=self._config,
                 wall_timeout_s=4 * timeout,
                 after_failure_s=timeout + 30,
+                workdir=workdir,
                 **runtime,
             )
         else:
@@ -148,6 +152,7 @@ class GroupRunner:
                 ssh_config=self._config,
                 wall_timeout_s=4 * timeout,
                 after_failure_s=timeout + 30,
+                workdir=workdir,
                 **runtime,
             )
         try:
