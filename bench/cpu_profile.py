@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 
 TICK = os.sysconf("SC_CLK_TCK")
 SAMPLE_S = 0.2
@@ -34,7 +33,6 @@ class Proc:
     own: float  # utime + stime, seconds
     reaped: float  # cutime + cstime: children it has waited for
     cmdline: str
-    root: str
 
 
 def processes() -> list[Proc]:
@@ -48,26 +46,33 @@ def processes() -> list[Proc]:
                 stat = f.read()
             with open(f"{base}/cmdline", "rb") as f:
                 cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
-            root = os.readlink(f"{base}/root")
         except OSError:  # it exited meanwhile
             continue
         # The command name may hold spaces and parentheses: fields start after the last ')'.
         fields = stat[stat.rindex(")") + 2 :].split()
         utime, stime, cutime, cstime = (int(v) / TICK for v in fields[11:15])
-        found.append(
-            Proc(int(entry), int(fields[1]), utime + stime, cutime + cstime, cmdline, root)
-        )
+        found.append(Proc(int(entry), int(fields[1]), utime + stime, cutime + cstime, cmdline))
     return found
 
 
-def node_totals(node_roots: dict[str, Path]) -> dict[str, float]:
-    """Each node's tree total now: own + reaped time of every process rooted in it."""
-    totals = dict.fromkeys(node_roots, 0.0)
-    by_root = {str(root): name for name, root in node_roots.items()}
-    for proc in processes():
-        name = by_root.get(proc.root)
-        if name is not None:
-            totals[name] += proc.own + proc.reaped
+def node_totals(node_pids: dict[str, int]) -> dict[str, float]:
+    """Each node's tree total now: own + reaped time of its nspawn and every process below.
+
+    By ancestry, not by root directory: /proc/PID/root of a process in a container
+    reads "/" from here (its root is in another mount namespace).
+    """
+    procs = processes()
+    children: dict[int, list[Proc]] = {}
+    for proc in procs:
+        children.setdefault(proc.ppid, []).append(proc)
+    totals = {}
+    for name, pid in node_pids.items():
+        total, stack = 0.0, [p for p in procs if p.pid == pid]
+        while stack:
+            proc = stack.pop()
+            total += proc.own + proc.reaped
+            stack.extend(children.get(proc.pid, ()))
+        totals[name] = total
     return totals
 
 
@@ -83,15 +88,15 @@ class Split:
 class Profiler:
     """Samples while a run goes on; `split()` once it is over."""
 
-    def __init__(self, node_roots: dict[str, Path]) -> None:
-        self.node_roots = node_roots
+    def __init__(self, node_pids: dict[str, int]) -> None:
+        self.node_pids = node_pids
         self._main_own: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def __enter__(self) -> Profiler:
         self._children_start = _reaped_by_us()
-        self._nodes_start = node_totals(self.node_roots)
+        self._nodes_start = node_totals(self.node_pids)
         self._thread.start()
         return self
 
@@ -99,7 +104,7 @@ class Profiler:
         self._stop.set()
         self._thread.join()
         self._children = _reaped_by_us() - self._children_start
-        end = node_totals(self.node_roots)
+        end = node_totals(self.node_pids)
         self._nodes = {n: end[n] - self._nodes_start[n] for n in end}
 
     def _sample(self) -> None:

@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.cpu_profile import Profiler, Split  # noqa: E402
 from kiln.converge_record import provision_and_record  # noqa: E402
+from kiln.lab import node  # noqa: E402
 from kiln.lab.layout import NodePaths  # noqa: E402
 from kiln.lab.lifecycle import Lab, teardown  # noqa: E402
 from kiln.provision import ProvisionResult  # noqa: E402
@@ -90,10 +91,13 @@ class Run:
 
 
 def timed(lab: Lab) -> Run:
-    roots = {h.name: NodePaths(lab.layout.node_dir(h.name)).root for h in lab.hosts}
+    pids = {h.name: node.nspawn_pid(NodePaths(lab.layout.node_dir(h.name))) for h in lab.hosts}
+    nspawns = {name: pid for name, pid in pids.items() if pid is not None}
+    if len(nspawns) < len(pids):
+        raise SystemExit(f"lab node(s) not running: {sorted(set(pids) - set(nspawns))}")
     cpu = busy_cpu_seconds()
     start = time.perf_counter()
-    with Profiler(roots) as profiler:
+    with Profiler(nspawns) as profiler:
         result = provision_and_record(lab.cluster)
     elapsed = time.perf_counter() - start
     cpu = busy_cpu_seconds() - cpu
