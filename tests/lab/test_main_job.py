@@ -248,17 +248,21 @@ def _result(out: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def healthy(first_run, stacks: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """Three certifications of the healthy lab: two quick (the first one is the README's),
-    then the full profile (GEMM, storage and the scaling ladder after the allreduce).
+    """Four certifications of the healthy lab: two quick (the first one is the README's),
+    the full profile (GEMM, storage and the scaling ladder after the allreduce), and one
+    more quick. Four, because the site baseline is generated from them: of three values the
+    generator keeps all (it never goes below three), so one run that the busy host slowed
+    (in CI: 0.46 GB/s against 0.84 and 0.88) set its fail bound 15% under that run, and a
+    node throttled to half sat right at it; of four it drops such an outlier.
 
-    The tests that measure (this fixture's three runs in the first of them, the slow storage
+    The tests that measure (this fixture's four runs in the first of them, the slow storage
     and the throttled computes) are marked `alone` and come one after another: the bounds
     they are judged by hold for a lab that has the machine to itself (tests/parallel.py).
     The verdict check between them (half a second) is marked too, so the block waits for the
     other worker once; the one that only reads the full run's document comes after them."""
     assert first_run.returncode == 0
     outs = []
-    for i in range(3):
+    for i in range(4):
         out = tmp_path_factory.mktemp(f"healthy{i}")
         run = _certify(stacks, out, *(("--profile", "full") if i == 2 else ()))
         assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
@@ -325,7 +329,7 @@ def site_stacks(healthy: list[Path], stacks: Path, tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("site")
     site = directory / "site-lab.yaml"
     sources = [arg for out in healthy for arg in ("--from", str(out))]
-    # The lab's 2 shared CPUs make runs vary by +-20% over minutes, more than three
+    # The lab's 2 shared CPUs make runs vary by +-20% over minutes, more than four
     # steady runs show: the site says so (a halved link still falls far below).
     made = kiln(
         "baseline", "generate", *sources, "--out", str(site), "--extends", "lab-cpu",
