@@ -76,13 +76,32 @@ def node_totals(node_pids: dict[str, int]) -> dict[str, float]:
     return totals
 
 
+def host_cpu() -> tuple[float, float]:
+    """(busy, stolen) core-seconds of this host's CPUs since boot (/proc/stat). Busy counts
+    every lab node's work too (they share this kernel); stolen is time the hypervisor gave
+    to other machines while this one had work: lost, not work done."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq) / TICK, steal / TICK
+
+
 @dataclass
 class Split:
     """CPU seconds of one run, by whose they were."""
 
+    busy: float = 0.0  # all of this host's work, steal excluded
+    stolen: float = 0.0
     ansible_main: float = 0.0
     ansible_forks: float = 0.0
+    kiln: float = 0.0  # this process: Kiln's own work around Ansible, and the sampling
     nodes: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def rest(self) -> float:
+        """The kernel's work and any other process on this host."""
+        known = self.ansible_main + self.ansible_forks + self.kiln + sum(self.nodes.values())
+        return self.busy - known
 
 
 class Profiler:
@@ -95,17 +114,14 @@ class Profiler:
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def __enter__(self) -> Profiler:
-        self._children_start = _reaped_by_us()
-        self._nodes_start = node_totals(self.node_pids)
+        self._start = (host_cpu(), os.times(), node_totals(self.node_pids))
         self._thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join()
-        self._children = _reaped_by_us() - self._children_start
-        end = node_totals(self.node_pids)
-        self._nodes = {n: end[n] - self._nodes_start[n] for n in end}
+        self._end = (host_cpu(), os.times(), node_totals(self.node_pids))
 
     def _sample(self) -> None:
         me = os.getpid()
@@ -116,10 +132,18 @@ class Profiler:
                     self._main_own[proc.pid] = proc.own
 
     def split(self) -> Split:
+        (busy0, stolen0), times0, nodes0 = self._start
+        (busy1, stolen1), times1, nodes1 = self._end
+        # ansible-runner starts ansible-playbook as our child and reaps it: its whole tree.
+        ansible = (times1.children_user + times1.children_system) - (
+            times0.children_user + times0.children_system
+        )
         main = sum(self._main_own.values())
-        return Split(main, max(0.0, self._children - main), self._nodes)
-
-
-def _reaped_by_us() -> float:
-    times = os.times()
-    return times.children_user + times.children_system
+        return Split(
+            busy=busy1 - busy0,
+            stolen=stolen1 - stolen0,
+            ansible_main=main,
+            ansible_forks=max(0.0, ansible - main),
+            kiln=(times1.user + times1.system) - (times0.user + times0.system),
+            nodes={n: nodes1[n] - nodes0[n] for n in nodes1},
+        )

@@ -12,10 +12,13 @@ still holding and skips it. Each is measured for a lab of one controller plus
 - the 10 tasks that took longest in total over all hosts, cold and warm, so a
   missed target shows where the time goes;
 - the host's busy core-seconds during each run (lab nodes share its kernel, so
-  that is every node's work and Ansible's together), and the least wall time
-  that work needs on this host's cores: when the 3-node run's CPU work alone
-  needs more than 1.5x the 1-node run's wall time, the 3-vs-1 target cannot be
-  met on this machine without less work per node.
+  that is every node's work and Ansible's together), whose they were (each
+  node, Ansible's main process, its forks, Kiln itself, the kernel; time the
+  hypervisor stole is shown apart, bench/cpu_profile.py), and the least wall
+  time that work needs here: spread evenly over this host's cores, and never
+  less than Ansible's main process alone (one core at a time). When the
+  3-node run's work alone needs more than 1.5x the 1-node run's wall time,
+  the 3-vs-1 target cannot be met on this machine without less work per node.
 
 Run as root (it brings up its own labs, ids kpb1 and kpb3, and removes them):
 
@@ -67,20 +70,16 @@ def stack_dir(computes: int) -> Path:
     return directory
 
 
-def busy_cpu_seconds() -> float:
-    """Core-seconds this host's CPUs have spent busy since boot (/proc/stat): lab nodes
-    share the host's kernel, so this counts every node's work and Ansible's."""
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
 @dataclass
 class Run:
     wall: float
-    cpu: float  # busy core-seconds during the run, all nodes and Ansible together
     result: ProvisionResult
     split: Split
+
+    @property
+    def cpu(self) -> float:
+        """Busy core-seconds during the run, all nodes and Ansible together (steal excluded)."""
+        return self.split.busy
 
     @property
     def floor(self) -> float:
@@ -95,15 +94,13 @@ def timed(lab: Lab) -> Run:
     nspawns = {name: pid for name, pid in pids.items() if pid is not None}
     if len(nspawns) < len(pids):
         raise SystemExit(f"lab node(s) not running: {sorted(set(pids) - set(nspawns))}")
-    cpu = busy_cpu_seconds()
     start = time.perf_counter()
     with Profiler(nspawns) as profiler:
         result = provision_and_record(lab.cluster)
     elapsed = time.perf_counter() - start
-    cpu = busy_cpu_seconds() - cpu
     if not result.succeeded:
         raise SystemExit(f"provisioning failed: {result.errors} (artifacts: {result.artifacts})")
-    return Run(elapsed, cpu, result, profiler.split())
+    return Run(elapsed, result, profiler.split())
 
 
 def noop_lab_up(stacks: Path) -> str:
@@ -152,27 +149,28 @@ def main() -> None:
         )
         for label, run in (("cold", cold), ("warm", warm)):
             split = run.split
-            nodes = sum(split.nodes.values())
             each = ", ".join(f"{n} {s:.1f}" for n, s in sorted(split.nodes.items()))
             print(
                 f"  {label}: {run.cpu:6.1f} core-seconds busy on this host's {CORES} cores "
-                f"({run.cpu / (run.wall * CORES):.0%} of them): Ansible's main process "
-                f"{split.ansible_main:.1f}, its forks {split.ansible_forks:.1f}, the nodes "
-                f"{nodes:.1f} ({each}), the rest (kernel, this script) "
-                f"{run.cpu - split.ansible_main - split.ansible_forks - nodes:.1f}; "
-                f"so at least {run.floor:5.1f} s"
+                f"({run.cpu / (run.wall * CORES):.0%} of them), so at least {run.floor:5.1f} s: "
+                f"the nodes {sum(split.nodes.values()):.1f} ({each}), Ansible's main process "
+                f"{split.ansible_main:.1f}, its forks {split.ansible_forks:.1f}, Kiln "
+                f"{split.kiln:.1f}, the kernel and the rest {split.rest:.1f}; the hypervisor "
+                f"took {split.stolen:.1f} more (steal)"
             )
         top_tasks("cold", cold.result)
         top_tasks("warm", warm.result)
     for label, i in (("cold", 0), ("warm", 1)):
         one, three = rows[1][i], rows[3][i]
+        nodes1, nodes3 = (sum(r.split.nodes.values()) for r in (one, three))
         print(
             f"{label} 3 nodes / 1 node: {three.wall / one.wall:.2f} (target <= 1.5); "
-            f"CPU work 3 / 1: {three.cpu / one.cpu:.2f}, and the 3-node run's CPU work alone "
-            f"needs {three.cpu / CORES / one.wall:.2f}x the 1-node run's wall time on {CORES} "
-            f"cores; Ansible's main process alone (one core, on any machine) needs "
-            f"{three.split.ansible_main / one.wall:.2f}x, and did "
-            f"{three.split.ansible_main / max(one.split.ansible_main, 1e-9):.2f}x the work"
+            f"CPU work 3 / 1: {three.cpu / one.cpu:.2f} (the nodes' own {nodes3 / nodes1:.2f}, "
+            f"{nodes3 - nodes1:.1f} core-seconds more), and the 3-node run's work alone needs "
+            f"{three.floor / one.wall:.2f}x the 1-node run's wall time on {CORES} cores; "
+            f"Ansible's main process alone (one core, on any machine) did "
+            f"{three.split.ansible_main / max(one.split.ansible_main, 1e-9):.2f}x the work "
+            f"and needs {three.split.ansible_main / one.wall:.2f}x"
         )
 
 
