@@ -10,7 +10,8 @@ multiplexers, ssh) and the nodes' own work can spread over the cores.
 How it is counted: a process's own time plus that of the children it has
 reaped covers its whole tree below it, live or dead. So the work of a group of
 processes between two instants is that sum over the group's live members at
-the second minus the same at the first, with nothing counted twice. The
+the second minus the same at the first, with nothing counted twice. A lab
+node's members are its nspawn and every process in its PID namespace. The
 Ansible run's whole tree is this process's reaped-children time (ansible-runner
 starts ansible-playbook as our child and reaps it); its main process's own time
 is sampled until it exits (a few tenths of a second may be missed at the end).
@@ -18,8 +19,10 @@ is sampled until it exits (a few tenths of a second may be missed at the end).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -31,48 +34,74 @@ class Proc:
     pid: int
     ppid: int
     own: float  # utime + stime, seconds
-    reaped: float  # cutime + cstime: children it has waited for
     cmdline: str
+
+
+def _stat(pid: str) -> list[str] | None:
+    """/proc/PID/stat's fields after the command name, None when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # The command name may hold spaces and parentheses: fields start after the last ')'.
+    return stat[stat.rindex(")") + 2 :].split()
 
 
 def processes() -> list[Proc]:
     found = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
+        if not entry.isdigit() or (fields := _stat(entry)) is None:
             continue
-        base = f"/proc/{entry}"
         try:
-            with open(f"{base}/stat") as f:
-                stat = f.read()
-            with open(f"{base}/cmdline", "rb") as f:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
                 cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:  # it exited meanwhile
             continue
-        # The command name may hold spaces and parentheses: fields start after the last ')'.
-        fields = stat[stat.rindex(")") + 2 :].split()
-        utime, stime, cutime, cstime = (int(v) / TICK for v in fields[11:15])
-        found.append(Proc(int(entry), int(fields[1]), utime + stime, cutime + cstime, cmdline))
+        utime, stime = (int(v) / TICK for v in fields[11:13])
+        found.append(Proc(int(entry), int(fields[1]), utime + stime, cmdline))
     return found
 
 
-def node_totals(node_pids: dict[str, int]) -> dict[str, float]:
-    """Each node's tree total now: own + reaped time of its nspawn and every process below.
+def _times(pid: str) -> float | None:
+    """own + reaped CPU seconds of one process, None when it is gone."""
+    fields = _stat(pid)
+    return None if fields is None else sum(int(v) for v in fields[11:15]) / TICK
 
-    By ancestry, not by root directory: /proc/PID/root of a process in a container
-    reads "/" from here (its root is in another mount namespace).
+
+def node_totals(node_pids: dict[str, int]) -> dict[str, float]:
+    """Each node's total now: own + reaped time of its nspawn and of every process in the
+    node's PID namespace.
+
+    Summing own + reaped over the live members of a group counts every process once,
+    live or dead, whatever the tree looks like: a dead one's time is in its reaper's.
+    Membership is by PID namespace, not by ancestry: a walk down from nspawn loses a
+    whole subtree (a session's interpreter with every package install it reaped) when
+    one process on the way cannot be read at that instant, and finds it again later.
     """
-    procs = processes()
-    children: dict[int, list[Proc]] = {}
-    for proc in procs:
-        children.setdefault(proc.ppid, []).append(proc)
+    namespaces: dict[str, str] = {}  # a node's PID namespace -> the node's name
     totals = {}
     for name, pid in node_pids.items():
-        total, stack = 0.0, [p for p in procs if p.pid == pid]
-        while stack:
-            proc = stack.pop()
-            total += proc.own + proc.reaped
-            stack.extend(children.get(proc.pid, ()))
-        totals[name] = total
+        totals[name] = _times(str(pid)) or 0.0
+        mine = os.readlink(f"/proc/{pid}/ns/pid")
+        try:  # nspawn's children: the node's init, in the node's own namespace
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                children = f.read().split()
+        except OSError:
+            children = []
+        for child in children:
+            with contextlib.suppress(OSError):
+                if (ns := os.readlink(f"/proc/{child}/ns/pid")) != mine:
+                    namespaces[ns] = name
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            name = namespaces.get(os.readlink(f"/proc/{entry}/ns/pid"))
+        except OSError:  # gone, or a kernel thread
+            continue
+        if name is not None and (spent := _times(entry)) is not None:
+            totals[name] += spent
     return totals
 
 
@@ -104,17 +133,50 @@ class Split:
         return self.busy - known
 
 
+@dataclass(frozen=True)
+class Phase:
+    """One play of a run: its wall time and the work done in it."""
+
+    name: str
+    wall: float
+    busy: float  # this host's busy core-seconds, steal excluded
+    ansible_main: float
+    nodes: dict[str, float]
+
+    def floor(self, cores: int) -> float:
+        """The least wall time this play's work needs: spread evenly over the cores, but
+        never less than its busiest node's work or Ansible's main process, each of which
+        works on one core at a time (a node runs one task at a time, apt and pip one
+        process at a time)."""
+        return max(self.busy / cores, max(self.nodes.values(), default=0.0), self.ansible_main)
+
+
+@dataclass(frozen=True)
+class _Mark:
+    name: str
+    at: float
+    busy: float
+    main: float
+    nodes: dict[str, float]
+
+
 class Profiler:
-    """Samples while a run goes on; `split()` once it is over."""
+    """Samples while a run goes on; `split()` and `phases()` once it is over.
+
+    `mark(name)` starts a phase (the provisioning run's on_event calls it at
+    each play's start): the work between two marks is that play's.
+    """
 
     def __init__(self, node_pids: dict[str, int]) -> None:
         self.node_pids = node_pids
         self._main_own: dict[int, float] = {}
+        self._marks: list[_Mark] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def __enter__(self) -> Profiler:
         self._start = (host_cpu(), os.times(), node_totals(self.node_pids))
+        self._marks.append(self._mark("(Kiln, before the first play)"))
         self._thread.start()
         return self
 
@@ -122,14 +184,40 @@ class Profiler:
         self._stop.set()
         self._thread.join()
         self._end = (host_cpu(), os.times(), node_totals(self.node_pids))
+        self._marks.append(self._mark(""))
+
+    def mark(self, name: str) -> None:
+        self._marks.append(self._mark(name))
+
+    def _mark(self, name: str) -> _Mark:
+        self._main_sample()
+        busy, _ = host_cpu()
+        main = sum(self._main_own.values())
+        return _Mark(name, time.perf_counter(), busy, main, node_totals(self.node_pids))
+
+    def _main_sample(self) -> None:
+        me = os.getpid()
+        for proc in processes():
+            # The main process is ours; its forks (same command line) are its children.
+            if proc.ppid == me and "ansible-playbook" in proc.cmdline:
+                self._main_own[proc.pid] = proc.own
 
     def _sample(self) -> None:
-        me = os.getpid()
         while not self._stop.wait(SAMPLE_S):
-            for proc in processes():
-                # The main process is ours; its forks (same command line) are its children.
-                if proc.ppid == me and "ansible-playbook" in proc.cmdline:
-                    self._main_own[proc.pid] = proc.own
+            self._main_sample()
+
+    def phases(self) -> list[Phase]:
+        """One per mark, up to the next one (the last up to the end of the run)."""
+        return [
+            Phase(
+                a.name,
+                b.at - a.at,
+                b.busy - a.busy,
+                b.main - a.main,
+                {n: b.nodes[n] - a.nodes.get(n, 0.0) for n in b.nodes},
+            )
+            for a, b in zip(self._marks, self._marks[1:], strict=False)
+        ]
 
     def split(self) -> Split:
         (busy0, stolen0), times0, nodes0 = self._start

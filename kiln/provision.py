@@ -145,7 +145,9 @@ def provision(
     def handle(event: dict[str, Any]) -> bool:
         data = event.get("event_data", {})
         kind = event.get("event", "")
-        if kind == "playbook_on_task_start":
+        if kind == "playbook_on_play_start":
+            on_event(f"play: {data.get('play', '')}")
+        elif kind == "playbook_on_task_start":
             on_event(f"task: {data.get('task', '')}")
         elif kind in ("runner_on_failed", "runner_on_unreachable") and not data.get(
             "ignore_errors"

@@ -208,10 +208,14 @@ def test_shared_storage_is_shared(first_run):
     assert _ssh(LAYOUT, "node2", "cat /shared/main-job-probe").strip() == "written-on-node1"
 
 
-def test_allreduce_through_slurm_on_the_computes(first_run):
+def test_allreduce_through_slurm_on_the_computes(first_run, tmp_path: Path):
     assert first_run.returncode == 0
     launcher = SlurmLauncher(
-        "ctl1", ssh_config=LAYOUT.ssh_config, wall_timeout_s=180, **validation_runtime()
+        "ctl1",
+        workdir=tmp_path,
+        ssh_config=LAYOUT.ssh_config,
+        wall_timeout_s=180,
+        **validation_runtime(),
     )
     result = launcher.launch(
         "validation.allreduce",

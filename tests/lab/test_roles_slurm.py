@@ -109,9 +109,13 @@ def test_srun_runs_on_every_compute(lab: Lab):
 
 
 @pytest.mark.parametrize("computes", [COMPUTES[:2], COMPUTES])
-def test_allreduce_through_srun_on_2_and_3_hosts(lab: Lab, computes: list[str]):
+def test_allreduce_through_srun_on_2_and_3_hosts(lab: Lab, computes: list[str], tmp_path: Path):
     launcher = SlurmLauncher(
-        "sctl", ssh_config=lab.layout.ssh_config, wall_timeout_s=180, **validation_runtime()
+        "sctl",
+        workdir=tmp_path,
+        ssh_config=lab.layout.ssh_config,
+        wall_timeout_s=180,
+        **validation_runtime(),
     )
     args = ["-b", "4K", "-e", "1M", "-f", "16", "-w", "2", "-n", "5", "--timeout", "30"]
     result = launcher.launch("validation.allreduce", args, [HostSpec(c) for c in computes])
@@ -122,11 +126,15 @@ def test_allreduce_through_srun_on_2_and_3_hosts(lab: Lab, computes: list[str]):
     assert all(row["wrong"] == 0 and row["busbw_gbps"] > 0 for row in rows), rows
 
 
-def test_hosts_with_different_slot_counts_share_one_step_in_rank_order(lab: Lab):
+def test_hosts_with_different_slot_counts_share_one_step_in_rank_order(lab: Lab, tmp_path: Path):
     """Pools with different GPU counts per node certify together: two ranks on sc1 and
     one on sc2, numbered node by node as the other launchers number them."""
     launcher = SlurmLauncher(
-        "sctl", ssh_config=lab.layout.ssh_config, wall_timeout_s=180, **validation_runtime()
+        "sctl",
+        workdir=tmp_path,
+        ssh_config=lab.layout.ssh_config,
+        wall_timeout_s=180,
+        **validation_runtime(),
     )
     args = ["-b", "4K", "-e", "64K", "-f", "16", "-w", "1", "-n", "3", "--timeout", "30"]
     hosts = [HostSpec("sc1", slots=2), HostSpec("sc2", slots=1)]

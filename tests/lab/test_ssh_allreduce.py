@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -34,15 +35,22 @@ def _hosts(lab: Lab, names: list[str]) -> list[HostSpec]:
     return [HostSpec(n, str(by_name[n].address), env=env) for n in names]
 
 
-def _launcher(lab: Lab, **bounds) -> SshLauncher:
+def _launcher(lab: Lab, workdir: Path, **bounds) -> SshLauncher:
+    # The ranks' outputs go under the test's own directory, which pytest removes.
     return SshLauncher(
-        ssh_config=lab.layout.ssh_config, wall_timeout_s=180, **bounds, **validation_runtime()
+        ssh_config=lab.layout.ssh_config,
+        wall_timeout_s=180,
+        workdir=workdir,
+        **bounds,
+        **validation_runtime(),
     )
 
 
 @pytest.mark.parametrize("names", [["sc1", "sc2"], ["sc1", "sc2", "sc3"]])
-def test_allreduce_over_ssh_gives_correct_sums_and_positive_bandwidth(lab: Lab, names):
-    result = _launcher(lab).launch(
+def test_allreduce_over_ssh_gives_correct_sums_and_positive_bandwidth(
+    lab: Lab, names, tmp_path: Path
+):
+    result = _launcher(lab, tmp_path).launch(
         "validation.allreduce",
         [*SMALL, "--dtype", "float32,bfloat16", "--timeout", "30"],
         _hosts(lab, names),
@@ -61,7 +69,7 @@ def test_allreduce_over_ssh_gives_correct_sums_and_positive_bandwidth(lab: Lab, 
         assert r["busbw_gbps"] == pytest.approx(r["algbw_gbps"] * factor)
 
 
-def test_a_rank_killed_mid_run_is_named_by_the_others_within_the_timeout(lab: Lab):
+def test_a_rank_killed_mid_run_is_named_by_the_others_within_the_timeout(lab: Lab, tmp_path: Path):
     """Kill rank 2's process on sc3 for real while it runs; sc1 and sc2 must say so."""
     timeout = 8
     args = [
@@ -91,7 +99,7 @@ def test_a_rank_killed_mid_run_is_named_by_the_others_within_the_timeout(lab: La
     killer = threading.Thread(target=kill_rank_on_sc3)
     killer.start()
     started = time.monotonic()
-    result = _launcher(lab, after_failure_s=timeout + 30).launch(
+    result = _launcher(lab, tmp_path, after_failure_s=timeout + 30).launch(
         "validation.allreduce", args, _hosts(lab, ["sc1", "sc2", "sc3"])
     )
     killer.join()
