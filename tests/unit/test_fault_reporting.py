@@ -164,7 +164,12 @@ def test_slurm_stops_waiting_for_a_dead_node_after_the_failure_bound(tmp_path, m
     `after_failure_s` after srun reported a failed task, cancels its job and reports the
     task it never heard from as killed."""
     launcher = SlurmLauncher(
-        "ctl", python="python3", remote_dir="/opt/kiln", wall_timeout_s=60, after_failure_s=1
+        "ctl",
+        python="python3",
+        remote_dir="/opt/kiln",
+        wall_timeout_s=60,
+        after_failure_s=1,
+        workdir=tmp_path,
     )
     commands: list[str] = []
 
