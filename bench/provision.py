@@ -33,6 +33,7 @@ Run as root (it brings up its own labs, ids kpb1 and kpb3, and removes them):
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -173,6 +174,7 @@ def main() -> None:
             noop = noop_lab_up(stacks)
         finally:
             teardown(lab.layout)
+            shutil.rmtree(stacks, ignore_errors=True)
         rows[computes] = (cold, warm)
         print(
             f"{computes} compute node(s) + controller: cold {cold.wall:6.1f} s "
