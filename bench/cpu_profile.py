@@ -153,9 +153,13 @@ class Phase:
 
 @dataclass(frozen=True)
 class _Mark:
+    """What the counters read at one instant: a run's start, a play's start, its end."""
+
     name: str
     at: float
     busy: float
+    stolen: float
+    times: os.times_result
     main: float
     nodes: dict[str, float]
 
@@ -175,7 +179,6 @@ class Profiler:
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def __enter__(self) -> Profiler:
-        self._start = (host_cpu(), os.times(), node_totals(self.node_pids))
         self._marks.append(self._mark("(Kiln, before the first play)"))
         self._thread.start()
         return self
@@ -183,7 +186,6 @@ class Profiler:
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join()
-        self._end = (host_cpu(), os.times(), node_totals(self.node_pids))
         self._marks.append(self._mark(""))
 
     def mark(self, name: str) -> None:
@@ -191,9 +193,10 @@ class Profiler:
 
     def _mark(self, name: str) -> _Mark:
         self._main_sample()
-        busy, _ = host_cpu()
+        busy, stolen = host_cpu()
         main = sum(self._main_own.values())
-        return _Mark(name, time.perf_counter(), busy, main, node_totals(self.node_pids))
+        nodes = node_totals(self.node_pids)
+        return _Mark(name, time.perf_counter(), busy, stolen, os.times(), main, nodes)
 
     def _main_sample(self) -> None:
         me = os.getpid()
@@ -220,18 +223,16 @@ class Profiler:
         ]
 
     def split(self) -> Split:
-        (busy0, stolen0), times0, nodes0 = self._start
-        (busy1, stolen1), times1, nodes1 = self._end
+        first, last = self._marks[0], self._marks[-1]
         # ansible-runner starts ansible-playbook as our child and reaps it: its whole tree.
-        ansible = (times1.children_user + times1.children_system) - (
-            times0.children_user + times0.children_system
-        )
+        t0, t1 = first.times, last.times
+        ansible = (t1.children_user + t1.children_system) - (t0.children_user + t0.children_system)
         main = sum(self._main_own.values())
         return Split(
-            busy=busy1 - busy0,
-            stolen=stolen1 - stolen0,
+            busy=last.busy - first.busy,
+            stolen=last.stolen - first.stolen,
             ansible_main=main,
             ansible_forks=max(0.0, ansible - main),
-            kiln=(times1.user + times1.system) - (times0.user + times0.system),
-            nodes={n: nodes1[n] - nodes0[n] for n in nodes1},
+            kiln=(t1.user + t1.system) - (t0.user + t0.system),
+            nodes={n: last.nodes[n] - first.nodes[n] for n in last.nodes},
         )
