@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 TICK = os.sysconf("SC_CLK_TCK")
 SAMPLE_S = 0.2
+SCANS = 5  # scans of /proc per node reading, at most (see node_totals)
 
 
 @dataclass(frozen=True)
@@ -80,9 +81,7 @@ def node_totals(node_pids: dict[str, int]) -> dict[str, float]:
     one process on the way cannot be read at that instant, and finds it again later.
     """
     namespaces: dict[str, str] = {}  # a node's PID namespace -> the node's name
-    totals = {}
     for name, pid in node_pids.items():
-        totals[name] = _times(str(pid)) or 0.0
         mine = os.readlink(f"/proc/{pid}/ns/pid")
         try:  # nspawn's children: the node's init, in the node's own namespace
             with open(f"/proc/{pid}/task/{pid}/children") as f:
@@ -93,16 +92,39 @@ def node_totals(node_pids: dict[str, int]) -> dict[str, float]:
             with contextlib.suppress(OSError):
                 if (ns := os.readlink(f"/proc/{child}/ns/pid")) != mine:
                     namespaces[ns] = name
+    # /proc is no snapshot: a process that exits while the scan goes on is counted twice
+    # (read alive, then again in its reaper read after it) or not at all (its reaper read
+    # before, itself gone by its turn). At a run's end that was a whole node's work, the
+    # session interpreter's, counted twice. So a scan in which a counted process exited
+    # is made again, a few times at most.
+    for _ in range(SCANS):
+        totals = {name: _times(str(pid)) or 0.0 for name, pid in node_pids.items()}
+        counted, vanished = _scan(namespaces, totals)
+        if not vanished and all(os.path.exists(f"/proc/{pid}") for pid in counted):
+            break
+    return totals
+
+
+def _scan(namespaces: dict[str, str], totals: dict[str, float]) -> tuple[list[str], bool]:
+    """Add every process in the nodes' namespaces to its node's total: the processes
+    counted, and whether any process listed was gone before it could be read."""
+    counted, vanished = [], False
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             name = namespaces.get(os.readlink(f"/proc/{entry}/ns/pid"))
-        except OSError:  # gone, or a kernel thread
+        except OSError:  # gone since the listing
+            vanished = True
             continue
-        if name is not None and (spent := _times(entry)) is not None:
+        if name is None:
+            continue
+        if (spent := _times(entry)) is None:
+            vanished = True
+        else:
             totals[name] += spent
-    return totals
+            counted.append(entry)
+    return counted, vanished
 
 
 def host_cpu() -> tuple[float, float]:

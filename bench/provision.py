@@ -23,7 +23,14 @@ still holding and skips it. Each is measured for a lab of one controller plus
   the cores it kept busy, its busiest node): a play ends when its last host
   does, so a play whose work is one node's (the controller's own plays)
   needs that node's work in wall time, whatever the other core does. The sum
-  over the plays is the tighter floor of the two.
+  over the plays is the tighter floor of the two;
+- the same task by task, from the runner's events (bench/task_timeline.py):
+  each task's slowest host, against Ansible's serial part (hosts started one
+  after another, gaps between tasks), and each host's time per task. A host
+  taking longer per task with 3 nodes than with 1, for the same CPU per task,
+  is the shared cores; Ansible's serial part growing is what one more host
+  costs on any machine. From the two, what 3 vs 1 would be with hosts that
+  have their own CPUs, as a real pool's do (an estimate, not the target).
 
 Run as root (it brings up its own labs, ids kpb1 and kpb3, and removes them):
 
@@ -47,6 +54,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.cpu_profile import Phase, Profiler, Split  # noqa: E402
+from bench.task_timeline import Timeline, read  # noqa: E402
 from kiln.converge_record import provision_and_record  # noqa: E402
 from kiln.lab import node  # noqa: E402
 from kiln.lab.layout import NodePaths  # noqa: E402
@@ -82,6 +90,7 @@ class Run:
     result: ProvisionResult
     split: Split
     phases: list[Phase]
+    timeline: Timeline
 
     @property
     def cpu(self) -> float:
@@ -119,7 +128,9 @@ def timed(lab: Lab) -> Run:
     elapsed = time.perf_counter() - start
     if not result.succeeded:
         raise SystemExit(f"provisioning failed: {result.errors} (artifacts: {result.artifacts})")
-    return Run(elapsed, result, profiler.split(), profiler.phases())
+    if result.artifacts is None:
+        raise SystemExit("provisioning left no artifacts: its task timeline cannot be read")
+    return Run(elapsed, result, profiler.split(), profiler.phases(), read(result.artifacts))
 
 
 def noop_lab_up(stacks: Path) -> str:
@@ -152,6 +163,43 @@ def by_play(label: str, run: Run) -> None:
             f"  {busiest[0]} {busiest[1]:5.1f}  {phase.name}"
         )
     print(f"    {run.wall:6.1f} {run.play_floor:6.1f}  (the whole run)")
+
+
+def host_cpu(run: Run) -> float:
+    """The hosts' side of each host result, in core-seconds: the node's module and the
+    Ansible worker (with Mitogen's round trip) that ran it."""
+    return (sum(run.split.nodes.values()) + run.split.ansible_forks) / max(run.timeline.results, 1)
+
+
+def timeline(label: str, run: Run) -> None:
+    line, hosts = run.timeline, len(run.split.nodes)
+    print(
+        f"  task by task {label}: each task's slowest host {line.slowest:.1f} s, Ansible's "
+        f"serial part {line.serial:.1f} s (the other hosts starting or ending later "
+        f"{line.within:.1f}, between tasks {line.between:.1f}); {line.results} host results "
+        f"({line.skipped} skipped), {line.per_result * 1000:.0f} ms each, for "
+        f"{host_cpu(run) * 1000:.0f} ms of the hosts' CPU each (node and Ansible worker): "
+        f"{hosts} hosts at once on {CORES} cores need {hosts * host_cpu(run) / CORES * 1000:.0f} ms"
+    )
+
+
+def own_cpus(label: str, one: Run, three: Run) -> None:
+    """What the 3-node run would take if its hosts had their own CPUs, as a real pool's do:
+    each task's slowest host as long as in the 1-node run (the same work per host), plus
+    Ansible's serial part as measured with 3 nodes."""
+    a, b = one.timeline, three.timeline
+    estimate = one.wall + (b.serial - a.serial)
+    print(
+        f"{label} 3 vs 1, task by task: a host took {b.per_result / max(a.per_result, 1e-9):.2f}x "
+        f"as long per task ({a.per_result * 1000:.0f} -> {b.per_result * 1000:.0f} ms) for "
+        f"{host_cpu(three) / max(host_cpu(one), 1e-9):.2f}x the CPU, on cores shared by "
+        f"{len(three.split.nodes)} hosts instead of {len(one.split.nodes)}; Ansible's serial "
+        f"part grew {b.serial - a.serial:.1f} s. With each task's slowest host as fast as in "
+        f"the 1-node run (hosts with their own CPUs), 3 vs 1 would be about "
+        f"{estimate / one.wall:.2f} (an estimate, not the target). The hypervisor stole "
+        f"{one.split.stolen:.1f} and {three.split.stolen:.1f} core-s from these runs: where "
+        f"that is more than a few, their ratios say more about it than about Kiln"
+    )
 
 
 def top_tasks(label: str, result: ProvisionResult) -> None:
@@ -195,6 +243,8 @@ def main() -> None:
             )
         by_play("cold", cold)
         by_play("warm", warm)
+        timeline("cold", cold)
+        timeline("warm", warm)
         top_tasks("cold", cold.result)
         top_tasks("warm", warm.result)
     for label, i in (("cold", 0), ("warm", 1)):
@@ -210,6 +260,7 @@ def main() -> None:
             f"and needs {three.split.ansible_main / one.wall:.2f}x; play by play, the "
             f"3-node run's work needs {three.play_floor / one.wall:.2f}x"
         )
+        own_cpus(label, one, three)
 
 
 if __name__ == "__main__":
