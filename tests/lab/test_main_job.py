@@ -121,6 +121,7 @@ def test_check_finds_nothing_to_change_on_the_converged_lab(first_run, stacks: P
 
 
 SYSCTL = "net.ipv4.tcp_slow_start_after_idle"  # the base role sets 0
+PACKAGE = "numactl"  # one of base_packages, which nothing else installed needs
 
 
 def test_a_change_by_hand_is_found_by_check_and_repaired_by_provision(first_run, stacks: Path):
@@ -130,18 +131,24 @@ def test_a_change_by_hand_is_found_by_check_and_repaired_by_provision(first_run,
         "node1",
         f"sed -i 's/^{SYSCTL}.*/{SYSCTL}=1/' /etc/sysctl.d/90-kiln-net.conf && sysctl -qw {SYSCTL}=1",
     )
+    # A package removed by hand: the roles read dpkg's list once per run and run apt
+    # only for what it lacks, so this shows that list is read afresh and believed.
+    _ssh(LAYOUT, "node1", f"DEBIAN_FRONTEND=noninteractive apt-get remove -y -q {PACKAGE}")
     # The check of the whole lab is the test above; here only the drifted host's.
     check = _provision(stacks, "--check", "--diff", "--limit", "node1")
     assert check.returncode == 3, check.stdout[-3000:] + check.stderr[-3000:]
-    assert _changed_by_host(check.stdout) == {"node1": 1}
+    assert _changed_by_host(check.stdout) == {"node1": 2}
     assert "node1: would change: base : Apply network sysctls" in check.stdout
+    assert "node1: would change: base : Install base packages" in check.stdout
     assert _ssh(LAYOUT, "node1", f"sysctl -n {SYSCTL}").strip() == "1"  # check changed nothing
+    assert not _installed(LAYOUT, "node1", PACKAGE)
 
     repair = _provision(stacks)
     assert repair.returncode == 0, repair.stdout[-3000:] + repair.stderr[-3000:]
-    # Only the hand-made change is undone: every other task on every host is idempotent.
-    assert _changed_by_host(repair.stdout) == {"ctl1": 0, "node1": 1, "node2": 0}
+    # Only the hand-made changes are undone: every other task on every host is idempotent.
+    assert _changed_by_host(repair.stdout) == {"ctl1": 0, "node1": 2, "node2": 0}
     assert _ssh(LAYOUT, "node1", f"sysctl -n {SYSCTL}").strip() == "0"
+    assert _installed(LAYOUT, "node1", PACKAGE)
     # The repair is recorded: the next `lab up` skips the converge again.
     again = kiln("lab", "up", "--stack", "lab", "--stacks-dir", str(stacks), timeout=1800)
     assert "provisioning skipped" in again.stdout, again.stdout[-3000:]
@@ -157,6 +164,11 @@ def _ssh(stacks_lab: LabLayout, node: str, command: str) -> str:
     )
     assert result.returncode == 0, f"{node}: {command}: {result.stderr}"
     return result.stdout
+
+
+def _installed(stacks_lab: LabLayout, node: str, package: str) -> bool:
+    status = _ssh(stacks_lab, node, f"dpkg-query -W -f='${{db:Status-Abbrev}}' {package} || true")
+    return status.startswith("ii")
 
 
 LAYOUT = LabLayout(LAB["id"])
