@@ -62,7 +62,6 @@ def read(artifacts: Path) -> Timeline:
         raise ValueError(f"no runner events in {artifacts}")
     starts: dict[str, float] = {}  # task uuid -> when Ansible started it
     hosts: dict[str, list[tuple[float, float]]] = {}  # task uuid -> each host's (start, end)
-    seconds: list[float] = []  # each host result's
     skipped = 0
     for event in events:
         data = event.get("event_data", {})
@@ -74,7 +73,6 @@ def read(artifacts: Path) -> Timeline:
             end = _instant(data.get("end") or event["created"])
             start = _instant(data["start"]) if data.get("start") else end
             hosts.setdefault(uuid, []).append((start, end))
-            seconds.append(end - start)
             skipped += event["event"] == "runner_on_skipped"
     run_end = _instant(events[-1]["created"])
     order = sorted(starts, key=starts.get)
@@ -92,7 +90,7 @@ def read(artifacts: Path) -> Timeline:
         slowest=slowest,
         within=within,
         between=between,
-        results=len(seconds),
-        result_seconds=sum(seconds),
+        results=sum(len(ran) for ran in hosts.values()),
+        result_seconds=sum(end - start for ran in hosts.values() for start, end in ran),
         skipped=skipped,
     )
