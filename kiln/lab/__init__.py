@@ -8,6 +8,7 @@ lab's bridge, booted from a cached Debian root filesystem:
 - `node`      one node: overlay root, identity, boot and stop
 - `network`   bridge, veths, NAT rules and IP forwarding
 - `rootfs`    the cached root filesystem; `wheelhouse` the Python wheels nodes install
+              and the runtime venv archives they share
 - `keys`      SSH key pairs for the lab's client and hosts
 - `throttle`  shaping a node's link (tc tbf), for isolation tests and benches
 """

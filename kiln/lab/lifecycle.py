@@ -63,6 +63,8 @@ def role_overrides() -> dict[str, object]:
     return {
         # Mounted read-only into every node by `lab up` (kiln/lab/wheelhouse.py).
         "validation_runtime_wheelhouse": wheelhouse.NODE_PATH,
+        # Mounted writable into every node: a venv built once is unpacked by the rest.
+        "validation_runtime_venv_archives": wheelhouse.ARCHIVES_NODE_PATH,
         # Byte-compiling torch and transformers at install is 32 of the 40 s a node
         # spends installing them; lab nodes run the suite as root, so what is
         # imported is compiled (and cached) on first use instead.
@@ -181,11 +183,12 @@ class Lab:
         step(built, f"built validation wheelhouse {wheels.name}")
         peers = tuple((h.name, h.address) for h in self.hosts)
         binds = ((wheels, wheelhouse.NODE_PATH),)
+        shared = ((wheelhouse.venv_archives(), wheelhouse.ARCHIVES_NODE_PATH),)
         for host in self.hosts:
             paths = self._paths(host.name)
             paths.base.mkdir(parents=True, exist_ok=True)
             spec = node.NodeSpec(
-                host.name, host.address, self.layout.netns(host.name), peers, binds
+                host.name, host.address, self.layout.netns(host.name), peers, binds, shared
             )
             step(
                 network.ensure_node_link(

@@ -30,6 +30,8 @@ class NodeSpec:
     peers: tuple[tuple[str, ipaddress.IPv4Address], ...]
     # (host path, node path) pairs mounted read-only, e.g. the validation wheelhouse.
     read_only_binds: tuple[tuple[Path, str], ...] = ()
+    # (host path, node path) pairs every node of the lab writes, e.g. the venv archives.
+    shared_binds: tuple[tuple[Path, str], ...] = ()
 
 
 def mounted(path: Path) -> bool:
@@ -132,6 +134,7 @@ def nspawn_args(paths: NodePaths, spec: NodeSpec) -> list[str]:
     if Path("/dev/fuse").exists():
         args.append("--bind=/dev/fuse")  # GlusterFS and other FUSE mounts
     args += [f"--bind-ro={host}:{inside}" for host, inside in spec.read_only_binds]
+    args += [f"--bind={host}:{inside}" for host, inside in spec.shared_binds]
     return args
 
 

@@ -19,6 +19,8 @@ from kiln.paths import cache_root
 
 REQUIREMENTS = Path(__file__).resolve().parents[2] / "validation" / "requirements.txt"
 NODE_PATH = "/opt/kiln/wheelhouse"
+#: Where lab nodes keep the runtime venv pip built (the role's validation_runtime_venv_archives).
+ARCHIVES_NODE_PATH = "/opt/kiln/venv-archives"
 
 
 def ensure_wheelhouse(requirements: Path = REQUIREMENTS) -> tuple[Path, bool]:
@@ -56,3 +58,15 @@ def ensure_wheelhouse(requirements: Path = REQUIREMENTS) -> tuple[Path, bool]:
         (staging / ".complete").write_text(requirements.read_text())
         staging.rename(target)
         return target, True
+
+
+def venv_archives() -> Path:
+    """This host's directory of runtime venv archives, mounted writable into every lab node.
+
+    Every lab on this host boots the same root filesystem, so a venv one node built
+    serves the nodes of later labs too; the role names each archive by what it was
+    built for (pins, OS release, Python, machine), so a new recipe never reuses one.
+    """
+    path = cache_root() / "venv-archives"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
