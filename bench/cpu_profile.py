@@ -137,6 +137,14 @@ def host_cpu() -> tuple[float, float]:
     return (user + nice + system + irq + softirq) / TICK, steal / TICK
 
 
+def host_kernel() -> float:
+    """Core-seconds this host's kernel has worked since boot (/proc/stat: system, irq,
+    softirq), every lab node's system calls and page faults included."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()[1:]
+    return sum(int(fields[i]) for i in (2, 5, 6)) / TICK
+
+
 @dataclass
 class Split:
     """CPU seconds of one run, by whose they were."""

@@ -1,7 +1,9 @@
 """Provisioning time on the lab: cold, warm and no-op, for 1 and 3 compute nodes.
 
-Cold: `roles/site.yml` on freshly booted nodes (the root filesystem and
-wheelhouse caches on this machine are warm, the nodes start empty). Warm: the
+Cold: `roles/site.yml` on freshly booted nodes (the root filesystem,
+wheelhouse and runtime venv archive caches on this machine are warm, the
+nodes start empty; a cold run says which hosts unpacked the venv and which
+ran pip, which the first run on a machine does once). Warm: the
 same run again, with nothing to change: every host is still checked. No-op:
 `kiln lab up` through the CLI right after, which finds the last converge
 still holding and skips it. Each is measured for a lab of one controller plus
@@ -19,6 +21,11 @@ still holding and skips it. Each is measured for a lab of one controller plus
   less than Ansible's main process alone (one core at a time). When the
   3-node run's work alone needs more than 1.5x the 1-node run's wall time,
   the 3-vs-1 target cannot be met on this machine without less work per node;
+- per run, the bytes the nodes wrote to their disk (one disk for all of them
+  here) and how long it was busy, and what touching memory this process never
+  had cost the kernel right before the run: this VM hands memory the guest
+  frees back to its hypervisor, and getting it back costs several times more,
+  in the nodes' own kernel time, than memory still backed;
 - the same play by play (each play's wall time, the least its work needs,
   the cores it kept busy, its busiest node): a play ends when its last host
   does, so a play whose work is one node's (the controller's own plays)
@@ -34,12 +41,18 @@ still holding and skips it. Each is measured for a lab of one controller plus
 
 Run as root (it brings up its own labs, ids kpb1 and kpb3, and removes them):
 
-    .venv/bin/python bench/provision.py
+    .venv/bin/python bench/provision.py [--pip]
+
+`--pip`: every node installs the runtime with pip (the lab's venv archives off),
+as every node did before the archives, to compare.
 """
 
 from __future__ import annotations
 
+import argparse
+import mmap
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -53,17 +66,20 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.cpu_profile import Phase, Profiler, Split  # noqa: E402
+from bench.cpu_profile import Phase, Profiler, Split, host_kernel  # noqa: E402
 from bench.task_timeline import Timeline, read  # noqa: E402
 from kiln.converge_record import provision_and_record  # noqa: E402
 from kiln.lab import node  # noqa: E402
 from kiln.lab.layout import NodePaths  # noqa: E402
 from kiln.lab.lifecycle import Lab, teardown  # noqa: E402
+from kiln.paths import state_root  # noqa: E402
 from kiln.provision import ProvisionResult  # noqa: E402
 from kiln.stack import load_stack  # noqa: E402
 
 STACK = "bench"
 TOP = 10
+UNPACK = "validation_runtime : Unpack the runtime venv from the site's archive"
+PIP = "validation_runtime : Install the pinned requirements into the runtime venv"
 CORES = os.cpu_count() or 1
 
 
@@ -84,6 +100,37 @@ def stack_dir(computes: int) -> Path:
     return directory
 
 
+def disk_counters() -> tuple[int, float]:
+    """(bytes written, seconds busy) so far on the block device that holds the lab nodes'
+    files: every node writes to the same one here, where a real pool's nodes have a disk
+    each."""
+    device = os.stat(state_root()).st_dev
+    for line in Path("/proc/diskstats").read_text().splitlines():
+        fields = line.split()
+        if (int(fields[0]), int(fields[1])) == (os.major(device), os.minor(device)):
+            return int(fields[9]) * 512, int(fields[12]) / 1000
+    return 0, 0.0
+
+
+PROBE_BYTES = 256 * 2**20
+
+
+def fresh_memory_cost() -> float:
+    """Kernel CPU seconds per GB to touch memory this process never had, measured now.
+
+    This machine is a VM that hands memory the guest frees back to its hypervisor
+    (free page reporting): touching it again costs the kernel several times what
+    memory the hypervisor still backs does. A run's page cache (every package and
+    venv a node writes) comes out of that memory, so this, printed before each run,
+    says how much a run's wall time is this machine's and not Kiln's.
+    """
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_stime
+    with mmap.mmap(-1, PROBE_BYTES) as memory:
+        for offset in range(0, PROBE_BYTES, mmap.PAGESIZE):
+            memory[offset] = 1
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_stime - before) * 2**30 / PROBE_BYTES
+
+
 @dataclass
 class Run:
     wall: float
@@ -91,6 +138,10 @@ class Run:
     split: Split
     phases: list[Phase]
     timeline: Timeline
+    written: int  # bytes written to the nodes' disk during the run
+    disk_busy: float  # seconds that disk had a request in flight
+    memory_cost: float  # fresh_memory_cost() right before the run
+    kernel: float  # core-seconds of the host's kernel during the run (host_kernel())
 
     @property
     def cpu(self) -> float:
@@ -112,11 +163,14 @@ class Run:
         return sum(phase.floor(CORES) for phase in self.phases)
 
 
-def timed(lab: Lab) -> Run:
+def timed(lab: Lab, extra_vars: dict[str, object]) -> Run:
     pids = {h.name: node.nspawn_pid(NodePaths(lab.layout.node_dir(h.name))) for h in lab.hosts}
     nspawns = {name: pid for name, pid in pids.items() if pid is not None}
     if len(nspawns) < len(pids):
         raise SystemExit(f"lab node(s) not running: {sorted(set(pids) - set(nspawns))}")
+    memory_cost = fresh_memory_cost()
+    written, busy = disk_counters()
+    kernel = host_kernel()
     start = time.perf_counter()
     with Profiler(nspawns) as profiler:
 
@@ -124,13 +178,25 @@ def timed(lab: Lab) -> Run:
             if message.startswith("play: "):
                 profiler.mark(message.removeprefix("play: "))
 
-        result = provision_and_record(lab.cluster, on_event=on_event)
+        result = provision_and_record(lab.cluster, on_event=on_event, extra_vars=extra_vars)
     elapsed = time.perf_counter() - start
+    written_after, busy_after = disk_counters()
+    kernel = host_kernel() - kernel
     if not result.succeeded:
         raise SystemExit(f"provisioning failed: {result.errors} (artifacts: {result.artifacts})")
     if result.artifacts is None:
         raise SystemExit("provisioning left no artifacts: its task timeline cannot be read")
-    return Run(elapsed, result, profiler.split(), profiler.phases(), read(result.artifacts))
+    return Run(
+        elapsed,
+        result,
+        profiler.split(),
+        profiler.phases(),
+        read(result.artifacts),
+        written_after - written,
+        busy_after - busy,
+        memory_cost,
+        kernel,
+    )
 
 
 def noop_lab_up(stacks: Path) -> str:
@@ -202,6 +268,13 @@ def own_cpus(label: str, one: Run, three: Run) -> None:
     )
 
 
+def runtime_source(result: ProvisionResult) -> str:
+    """Which hosts unpacked the runtime venv from the lab's archive, which ran pip."""
+    unpacked = sorted(h for h, tasks in result.changes.items() if UNPACK in tasks)
+    pip = sorted(h for h, tasks in result.changes.items() if PIP in tasks)
+    return f"runtime venv unpacked on {len(unpacked)} host(s), pip on {len(pip)} {pip or ''}"
+
+
 def top_tasks(label: str, result: ProvisionResult) -> None:
     print(f"  top {TOP} tasks {label} (seconds, summed over hosts):")
     ranked = sorted(result.task_seconds.items(), key=lambda item: item[1], reverse=True)
@@ -210,6 +283,9 @@ def top_tasks(label: str, result: ProvisionResult) -> None:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pip", action="store_true", help="every node runs pip (no archives)")
+    extra_vars = {"validation_runtime_venv_archives": ""} if parser.parse_args().pip else {}
     rows: dict[int, tuple[Run, Run]] = {}
     for computes in (1, 3):
         stacks = stack_dir(computes)
@@ -217,8 +293,8 @@ def main() -> None:
         teardown(lab.layout)
         try:
             lab.up()
-            cold = timed(lab)
-            warm = timed(lab)
+            cold = timed(lab, extra_vars)
+            warm = timed(lab, extra_vars)
             noop = noop_lab_up(stacks)
         finally:
             teardown(lab.layout)
@@ -228,7 +304,7 @@ def main() -> None:
             f"{computes} compute node(s) + controller: cold {cold.wall:6.1f} s "
             f"({cold.result.changed} changes), warm {warm.wall:6.1f} s ({warm.result.changed} "
             f"changes), warm/cold {warm.wall / cold.wall:.2f} (target <= 0.3), no-op lab up "
-            f"{noop} (target <= 15 s)"
+            f"{noop} (target <= 15 s); cold: {runtime_source(cold.result)}"
         )
         for label, run in (("cold", cold), ("warm", warm)):
             split = run.split
@@ -239,7 +315,12 @@ def main() -> None:
                 f"the nodes {sum(split.nodes.values()):.1f} ({each}), Ansible's main process "
                 f"{split.ansible_main:.1f}, its forks {split.ansible_forks:.1f}, Kiln "
                 f"{split.kiln:.1f}, the kernel and the rest {split.rest:.1f}; the hypervisor "
-                f"took {split.stolen:.1f} more (steal)"
+                f"took {split.stolen:.1f} more (steal); the nodes' disk: "
+                f"{run.written / 1e9:.1f} GB written, busy {run.disk_busy:.1f} s "
+                f"({run.disk_busy / run.wall:.0%} of the run); {run.kernel:.1f} of the busy "
+                f"core-seconds were the kernel's (every node's system calls and page faults); "
+                f"touching fresh memory cost {run.memory_cost:.1f} s of kernel CPU per GB just "
+                f"before the run"
             )
         by_play("cold", cold)
         by_play("warm", warm)
