@@ -349,6 +349,47 @@ class CertificationSettings(_Model):
 _BATCH = r"^([1-9]\d*|([1-9]\d?|100)%)$"
 
 
+class RuntimeSource(_Model):
+    """Where nodes get the validation runtime's Python packages (default: pip's index).
+
+    Lab pools keep the lab's own: its wheelhouse and venv archives, mounted from this host.
+    """
+
+    wheelhouse: str | None = Field(
+        default=None,
+        description="A directory of wheels on every node (mounted before Kiln runs): pip "
+        "installs from it with --no-index.",
+    )
+    index_url: str | None = Field(
+        default=None,
+        description="A package index (a PyPI mirror) pip installs from; without credentials "
+        "(they belong in the nodes' pip.conf or .netrc, not in a stack file or a log).",
+    )
+    venv_archives: str | None = Field(
+        default=None,
+        description="A directory every node reads and writes, shared between them and "
+        "mounted before Kiln runs: a venv one node's pip built is kept there, and nodes "
+        "that need the same venv unpack it instead of running pip.",
+    )
+
+    @model_validator(mode="after")
+    def _sources(self) -> RuntimeSource:
+        for key, path in (("wheelhouse", self.wheelhouse), ("venvArchives", self.venv_archives)):
+            if path is not None and not path.startswith("/"):
+                raise ValueError(f"{key} {path!r} must be an absolute path on the nodes")
+        if self.index_url is not None and not re.match(
+            r"^https?://[^/@\s]+(/\S*)?$", self.index_url
+        ):
+            # Only what follows an @ is shown: what precedes it may be a password.
+            raise ValueError(
+                "indexUrl must be an http(s):// URL without credentials (user:password@): "
+                f"put them in the nodes' pip.conf or .netrc; got {self.index_url.split('@')[-1]!r}"
+            )
+        if self.wheelhouse is not None and self.index_url is not None:
+            raise ValueError("set wheelhouse or indexUrl, not both: pip uses one source")
+        return self
+
+
 class ProvisioningSettings(_Model):
     """How `kiln provision` (and `pulumi up`) drives Ansible across a fleet."""
 
@@ -376,6 +417,10 @@ class ProvisioningSettings(_Model):
         le=100,
         description="Stop the run when more than this percentage of a batch's hosts fail "
         "(100: never stop; the failed hosts are reported and the others finish).",
+    )
+    runtime: RuntimeSource = Field(
+        default_factory=RuntimeSource,
+        description="Where nodes get the validation runtime's Python packages.",
     )
 
 

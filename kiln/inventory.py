@@ -127,6 +127,18 @@ def cluster_vars(cluster: Cluster) -> dict[str, Any]:
         # Where the exporters and Prometheus listen, and how Prometheus reaches them
         # (the secrets of TLS and basic auth are extra vars: kiln.monitoring_web).
         **monitoring_web.inventory_vars(cluster),
+        # Where the runtime's packages come from; lab pools override these (role_overrides).
+        **runtime_source_vars(cluster),
+    }
+
+
+def runtime_source_vars(cluster: Cluster) -> dict[str, Any]:
+    """The validation_runtime role's package source, from `provisioning.runtime`."""
+    source = cluster.provisioning.runtime
+    return {
+        "validation_runtime_wheelhouse": source.wheelhouse or "",
+        "validation_runtime_index_url": source.index_url or "",
+        "validation_runtime_venv_archives": source.venv_archives or "",
     }
 
 

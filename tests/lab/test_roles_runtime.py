@@ -31,6 +31,7 @@ def store() -> Iterator[tuple[Path, dict]]:
     name = f"test-runtime-{os.getpid()}"
     on_host = wheelhouse.venv_archives() / name
     shutil.rmtree(on_host, ignore_errors=True)
+    on_host.mkdir()
     yield on_host, {"validation_runtime_venv_archives": f"{wheelhouse.ARCHIVES_NODE_PATH}/{name}"}
     shutil.rmtree(on_host, ignore_errors=True)
 
@@ -133,3 +134,24 @@ def test_an_archive_that_does_not_unpack_is_replaced_by_a_venv_pip_builds(lab: L
     version = host(lab, "v2").check_output(f"{PY} -c 'import torch; print(torch.__version__)'")
     assert version.split("+")[0] == _pinned_torch()
     assert_idempotent(converge(lab, ["validation_runtime"], extra_vars=store[1]))
+
+
+def test_a_venv_cut_short_before_its_pip_command_was_written_is_made_again(lab: Lab):
+    """A node that died while `python3 -m venv` ran can keep a venv with the pip package
+    and no pip command (ensurepip writes the commands last): the pip module cannot use
+    it, so it is removed and made again, whatever runs next."""
+    node = host(lab, "v2")
+    node.run_expect([0], "rm -rf /opt/kiln/venv && python3 -m venv /opt/kiln/venv")
+    node.run_expect([0], "rm /opt/kiln/venv/bin/pip*")
+    node.run_expect([0], "/opt/kiln/venv/bin/python -m pip --version")  # the package is there
+
+    # No archives: pip itself must cope with what the dead node left.
+    no_archives = {"validation_runtime_venv_archives": ""}
+    result = converge(lab, ["validation_runtime"], extra_vars=no_archives)
+    assert_converged(result)
+    assert result.changes == {
+        "v2": ["validation_runtime : Remove a runtime venv left half-made", PIP]
+    }, result.changes
+    version = node.check_output(f"{PY} -c 'import torch; print(torch.__version__)'")
+    assert version.split("+")[0] == _pinned_torch()
+    assert_idempotent(converge(lab, ["validation_runtime"], extra_vars=no_archives))
