@@ -74,7 +74,7 @@ from kiln.lab import node  # noqa: E402
 from kiln.lab.layout import NodePaths  # noqa: E402
 from kiln.lab.lifecycle import Lab, teardown  # noqa: E402
 from kiln.paths import state_root  # noqa: E402
-from kiln.provision import ProvisionResult  # noqa: E402
+from kiln.provision import ProvisionResult, provision_dir  # noqa: E402
 from kiln.stack import load_stack  # noqa: E402
 
 STACK = "bench"
@@ -335,6 +335,7 @@ def main() -> None:
         finally:
             teardown(lab.layout)
             shutil.rmtree(stacks, ignore_errors=True)
+            shutil.rmtree(provision_dir(lab.cluster), ignore_errors=True)
         rows[computes] = (cold, warm)
         noops[computes] = noop
         print(

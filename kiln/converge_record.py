@@ -26,10 +26,16 @@ from kiln.config import Cluster
 from kiln.drift import digest, roles_digest, secrets_digest
 from kiln.errors import KilnError
 from kiln.inventory import Access, access_for, build_inventory
-from kiln.paths import state_root
 from kiln.plays import load_site, role_closure, roles_in
 from kiln.preflight import access_of, changed_facts, gather
-from kiln.provision import ROLES_DIR, OnEvent, ProvisionResult, batch_vars, provision
+from kiln.provision import (
+    ROLES_DIR,
+    OnEvent,
+    ProvisionResult,
+    batch_vars,
+    provision,
+    provision_dir,
+)
 from kiln.runtime_bundle import bundle_digest
 
 RECORD_NAME = "last-converge.json"
@@ -46,7 +52,7 @@ class Inputs:
 
 
 def record_path(cluster: Cluster) -> Path:
-    return state_root() / "provision" / cluster.name / RECORD_NAME
+    return provision_dir(cluster) / RECORD_NAME
 
 
 def site_digest(cluster: Cluster, access: Access) -> str:

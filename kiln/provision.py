@@ -95,6 +95,11 @@ class ProvisionResult:
         return sum(h.changed for h in self.hosts.values())
 
 
+def provision_dir(cluster: Cluster) -> Path:
+    """Where a stack's provisioning runs keep their artifacts and the last converge's record."""
+    return state_root() / "provision" / cluster.name
+
+
 def provision(
     cluster: Cluster,
     limit: list[str] | None = None,
@@ -131,7 +136,7 @@ def provision(
         **secrets.provision_vars(cluster, extra_vars),
         **(extra_vars or {}),
     }
-    base = state_root() / "provision" / cluster.name
+    base = provision_dir(cluster)
     base.mkdir(parents=True, exist_ok=True)
     result = ProvisionResult(check=check)
     for name, why in sorted(stopped.items()):
