@@ -251,21 +251,19 @@ def timeline(label: str, run: Run) -> None:
     )
 
 
-def own_cpus_estimate(one: Run, three: Run) -> float:
-    """3 vs 1 with each task's slowest host as fast as in the 1-node run (the same work per
-    host, on CPUs of its own), plus Ansible's serial part as measured with 3 nodes."""
-    return (one.wall + three.timeline.serial - one.timeline.serial) / one.wall
-
-
 def scaling(one: Run, three: Run) -> Scaling:
+    a, b = one.timeline, three.timeline
     return Scaling(
         wall_one=one.wall,
         wall_three=three.wall,
         need_three=three.play_floor,
+        busy_three=three.cpu / (three.wall * CORES),
+        slowest_extra=b.slowest - a.slowest,
+        serial_extra=b.serial - a.serial,
+        task_time=b.per_result / max(a.per_result, 1e-9),
+        task_cpu=host_cpu(three) / max(host_cpu(one), 1e-9),
         nodes_extra=sum(three.split.nodes.values()) - sum(one.split.nodes.values()),
         kernel_extra=three.kernel - one.kernel,
-        serial_extra=three.timeline.serial - one.timeline.serial,
-        own_cpus=own_cpus_estimate(one, three),
         cores=CORES,
     )
 
@@ -289,17 +287,17 @@ def own_cpus(label: str, one: Run, three: Run) -> None:
     """What the 3-node run would take if its hosts had their own CPUs, as a real pool's do:
     each task's slowest host as long as in the 1-node run (the same work per host), plus
     Ansible's serial part as measured with 3 nodes."""
+    pair = scaling(one, three)
     a, b = one.timeline, three.timeline
     print(
-        f"{label} 3 vs 1, task by task: a host took {b.per_result / max(a.per_result, 1e-9):.2f}x "
-        f"as long per task ({a.per_result * 1000:.0f} -> {b.per_result * 1000:.0f} ms) for "
-        f"{host_cpu(three) / max(host_cpu(one), 1e-9):.2f}x the CPU, on cores shared by "
-        f"{len(three.split.nodes)} hosts instead of {len(one.split.nodes)}; Ansible's serial "
-        f"part grew {b.serial - a.serial:.1f} s. With each task's slowest host as fast as in "
-        f"the 1-node run (hosts with their own CPUs), 3 vs 1 would be about "
-        f"{own_cpus_estimate(one, three):.2f} (an estimate, not the target). The hypervisor stole "
-        f"{one.split.stolen:.1f} and {three.split.stolen:.1f} core-s from these runs: where "
-        f"that is more than a few, their ratios say more about it than about Kiln"
+        f"{label} 3 vs 1, task by task: a host took {pair.task_time:.2f}x as long per task "
+        f"({a.per_result * 1000:.0f} -> {b.per_result * 1000:.0f} ms) for {pair.task_cpu:.2f}x "
+        f"the CPU, on cores shared by {len(three.split.nodes)} hosts instead of "
+        f"{len(one.split.nodes)}; Ansible's serial part grew {pair.serial_extra:.1f} s. With "
+        f"each task's slowest host as fast as in the 1-node run (hosts with their own CPUs), "
+        f"3 vs 1 would be about {pair.own_cpus:.2f} (an estimate, not the target). The "
+        f"hypervisor stole {one.split.stolen:.1f} and {three.split.stolen:.1f} core-s from these "
+        f"runs: where that is more than a few, their ratios say more about it than about Kiln"
     )
 
 

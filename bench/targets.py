@@ -47,14 +47,20 @@ class Scaling:
     need_three: float
     """Seconds: the least wall time the 3-node run's work needs on this machine's cores,
     play by play (a play ends with its last host)."""
+    busy_three: float
+    """The share of this machine's cores the 3-node run kept busy, on average."""
+    slowest_extra: float
+    """Seconds more, over the tasks, of each task's slowest host (task_timeline)."""
+    serial_extra: float
+    """Seconds Ansible's serial part grew: what two more hosts cost on any machine."""
+    task_time: float
+    """How many times as long a host took per task in the 3-node run."""
+    task_cpu: float
+    """How many times the CPU a host used per task in the 3-node run."""
     nodes_extra: float
     """Core-seconds the 3-node run's nodes worked more than the 1-node run's."""
     kernel_extra: float
-    """Core-seconds of that and Ansible's work that were the host kernel's."""
-    serial_extra: float
-    """Seconds Ansible's serial part grew: what two more hosts cost on any machine."""
-    own_cpus: float
-    """3 vs 1 estimated for hosts with their own CPUs (not the target)."""
+    """Core-seconds more of the host kernel's work (the nodes' system calls, page faults)."""
     cores: int
 
     @property
@@ -66,22 +72,31 @@ class Scaling:
         """The least 3 vs 1 the 3-node run's work allows on this machine."""
         return self.need_three / self.wall_one
 
+    @property
+    def own_cpus(self) -> float:
+        """3 vs 1 with each task's slowest host as fast as in the 1-node run (hosts with CPUs
+        of their own, as a real pool's have), plus the serial part as measured: an
+        estimate, not the target."""
+        return (self.wall_one + self.serial_extra) / self.wall_one
+
 
 def scaling_reason(s: Scaling, limit: float) -> str:
-    """Why 3 vs 1 missed `limit`, from the runs' measured work."""
-    tail = (
-        f"Ansible's serial part grew {s.serial_extra:.1f} s for the two more hosts, and with "
-        f"hosts that have their own CPUs 3 vs 1 would be about {s.own_cpus:.2f} (an estimate)"
+    """Why 3 vs 1 missed `limit`, from the runs' measured work and task timeline."""
+    where = (
+        f"the 3-node run took {s.wall_three - s.wall_one:.1f} s more. {s.slowest_extra:.1f} s "
+        f"of it is each task's slowest host taking {s.task_time:.2f}x as long per task for "
+        f"{s.task_cpu:.2f}x the CPU: each task's Ansible workers and modules for four hosts "
+        f"at once on {s.cores} cores instead of two, the task waiting for its slowest host "
+        f"(the cores were {s.busy_three:.0%} busy on average). {s.serial_extra:.1f} s is "
+        f"Ansible's serial part, what two more hosts cost on any machine; with hosts that "
+        f"have their own CPUs 3 vs 1 would be about {s.own_cpus:.2f} (an estimate)"
     )
     if s.need > limit:
         return (
             f"cannot be met on this machine with this work: the 3-node run's work alone needs "
             f"{s.need:.2f}x the 1-node run's wall time on {s.cores} cores, play by play, on any "
-            f"schedule. The extra work is the nodes' own ({s.nodes_extra:.0f} core-s more, each "
-            f"node installing and checking its own packages and runtime; {s.kernel_extra:.0f} "
-            f"core-s of the run's extra work were the kernel's); {tail}"
+            f"schedule; the nodes worked {s.nodes_extra:.0f} core-s more (each node installs "
+            f"and checks its own packages and runtime; the kernel's work grew "
+            f"{s.kernel_extra:.0f} core-s). Task by task, {where}"
         )
-    return (
-        f"the work would fit in {s.need:.2f}x, and the run took {s.ratio / s.need:.2f}x that: "
-        f"the hosts' tasks waited for {s.cores} cores shared by every node; {tail}"
-    )
+    return f"task by task, {where}"
