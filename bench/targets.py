@@ -2,14 +2,16 @@
 
 A target is met only when every run it covers was measured and within its
 limit: a missing measurement (a no-op `lab up` that did not skip, say) is never
-counted as met. A missed 3-vs-1 target says which of two measured reasons it
-is, from the runs' own work:
+counted as met. A missed 3-vs-1 target gets its reason from the runs' own
+measurements:
 
-- the work cannot fit: the least wall time the 3-node run's measured CPU work
-  needs on this machine's cores, play by play, is already over the limit times
-  the 1-node run's wall time, so no schedule of that work meets the target here;
-  only less work per node would;
-- or the work would fit, and the hosts lost the rest waiting for shared cores.
+- whether the work can fit at all: when the least wall time the 3-node run's
+  measured CPU work needs on this machine's cores, play by play, is already
+  over the limit times the 1-node run's wall time, no schedule of that work
+  meets the target here; only less work per node would;
+- task by task, how much of the extra time is each task's slowest host taking
+  longer on cores every node shares, and how much is Ansible's serial part
+  (what more hosts cost on any machine), with the ratio the latter alone gives.
 """
 
 from __future__ import annotations
@@ -85,8 +87,8 @@ def scaling_reason(s: Scaling, limit: float) -> str:
     where = (
         f"the 3-node run took {s.wall_three - s.wall_one:.1f} s more. {s.slowest_extra:.1f} s "
         f"of it is each task's slowest host taking {s.task_time:.2f}x as long per task for "
-        f"{s.task_cpu:.2f}x the CPU: each task's Ansible workers and modules for four hosts "
-        f"at once on {s.cores} cores instead of two, the task waiting for its slowest host "
+        f"{s.task_cpu:.2f}x the CPU: each task runs Ansible workers and modules for four "
+        f"hosts at once, not two, on the same {s.cores} cores and waits for its slowest host "
         f"(the cores were {s.busy_three:.0%} busy on average). {s.serial_extra:.1f} s is "
         f"Ansible's serial part, what two more hosts cost on any machine; with hosts that "
         f"have their own CPUs 3 vs 1 would be about {s.own_cpus:.2f} (an estimate)"
